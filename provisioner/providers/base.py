@@ -1,0 +1,142 @@
+"""The contract every meeting provider implements.
+
+A provider knows nothing of the database: it gets a `MeetingSpec` (what to create, under
+which effective settings) and returns typed results. It declares which policy controls it
+can enforce in `capabilities`; the meetings service compares those with the policy and
+either refuses the request or reports the control as "not enforced" -- it never calls a
+provider for something it did not declare, and a provider never silently drops a control.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol, runtime_checkable
+
+from provisioner.policy.model import Control, MeetingSettings
+
+
+@dataclass(frozen=True)
+class Person:
+    """A participant as the provider needs to know them."""
+
+    email: str
+    name: str
+
+
+@dataclass(frozen=True)
+class MeetingSpec:
+    """Everything a provider needs to create one unique meeting.
+
+    `meeting_id` is our own id; providers that accept an external id use it so a retry
+    after a crash can find the meeting instead of creating a second one.
+    """
+
+    meeting_id: str
+    topic: str
+    start: datetime
+    duration: timedelta
+    timezone: str
+    host: Person
+    invitees: tuple[Person, ...]
+    settings: MeetingSettings
+
+    @property
+    def end(self) -> datetime:
+        return self.start + self.duration
+
+
+@dataclass(frozen=True)
+class JoinDetails:
+    """How one person joins. Both fields are secrets: never log or audit them."""
+
+    url: str
+    passcode: str | None = None
+
+
+@dataclass(frozen=True)
+class ProvisionedMeeting:
+    """What the provider created.
+
+    `host` is the host's way in (with moderator rights where the provider has them).
+    `personal` maps an invitee's lower-cased email to their own link when the provider
+    issues personal links; otherwise `shared` is the one link every invitee gets.
+    `enforced` is the set of controls the provider applied server-side.
+    `reference` holds non-secret provider data worth keeping (ids, room names).
+    """
+
+    provider_meeting_id: str
+    host: JoinDetails
+    shared: JoinDetails | None
+    personal: Mapping[str, JoinDetails]
+    enforced: frozenset[Control]
+    reference: Mapping[str, str] = field(default_factory=dict)
+
+    def join_for(self, email: str) -> JoinDetails:
+        """The join details to send to one invitee."""
+        personal = self.personal.get(email.lower())
+        if personal is not None:
+            return personal
+        if self.shared is None:
+            raise LookupError("the provider issued no join details for this invitee")
+        return self.shared
+
+
+@dataclass(frozen=True)
+class ObservedSettings:
+    """Settings as read back from the provider after create, to prove they took.
+
+    `confirmed` lists the controls whose value the read-back matched; `mismatched` maps a
+    control to a non-secret description of what the provider reported instead.
+    """
+
+    confirmed: frozenset[Control]
+    mismatched: Mapping[Control, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class MeetingProvider(Protocol):
+    """A video platform provisioner can create meetings on."""
+
+    name: str
+    capabilities: frozenset[Control]
+
+    async def create(self, spec: MeetingSpec, *, idempotency_key: str) -> ProvisionedMeeting:
+        """Create one new, unique meeting applying `spec.settings`.
+
+        Args:
+            spec: what to create.
+            idempotency_key: the same for every retry of one logical create, so the
+                provider (or our lookup by `spec.meeting_id`) never makes a second meeting.
+
+        Returns:
+            The created meeting with the host's and each invitee's join details.
+
+        Raises:
+            ProviderRetriable: a timeout, 429 or 5xx; safe to try again later.
+            ProviderRejected: the provider refused the request; retrying will not help.
+            ProviderAuthFailed: our credentials were refused.
+        """
+        ...
+
+    async def verify(self, spec: MeetingSpec, created: ProvisionedMeeting) -> ObservedSettings:
+        """Read the meeting back and compare every control in `capabilities`.
+
+        Raises:
+            ProviderNotFound: the meeting does not exist any more.
+            ProviderRetriable: the read failed transiently.
+        """
+        ...
+
+    async def delete(self, created: ProvisionedMeeting) -> None:
+        """Remove a meeting we created (used when verification fails or persisting fails).
+
+        Raises:
+            ProviderRetriable: the delete failed transiently.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release network clients; called once at shutdown."""
+        ...

@@ -1,0 +1,202 @@
+"""Typed configuration: a TOML file (path in PROVISIONER_CONFIG) under PROVISIONER_* env vars.
+
+Environment variables win over the file; nested keys use `__`
+(`PROVISIONER_DATABASE__URL`). Every section forbids unknown keys so that a typo stops
+start-up with the key's name instead of being silently ignored. Nothing builds
+`Settings()` at import time: `load_settings()` is called by the CLI and `create_app`
+receives the result.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CONFIG_ENV = "PROVISIONER_CONFIG"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatabaseSettings(Section):
+    url: str = "sqlite+aiosqlite:///./var/provisioner.db"
+    echo: bool = False
+    pool_size: int = Field(default=10, ge=1, le=200, description="PostgreSQL only.")
+
+    @field_validator("url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        """Accept the plain scheme people paste and switch it to the async driver."""
+        for plain, async_ in (
+            ("sqlite://", "sqlite+aiosqlite://"),
+            ("postgresql://", "postgresql+asyncpg://"),
+            ("postgres://", "postgresql+asyncpg://"),
+        ):
+            if value.startswith(plain):
+                return async_ + value[len(plain) :]
+        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://",
+                                 "postgresql+psycopg://")):
+            raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.startswith("sqlite")
+
+
+class AuthSettings(Section):
+    """Bearer JWTs from the organisation's identity provider."""
+
+    issuer: str = ""
+    audience: str = "provisioner"
+    jwks_url: str | None = None
+    jwks_file: Path | None = None
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    groups_claim: str = "groups"
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_refresh_seconds: int = Field(default=300, ge=10)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _no_symmetric_or_none(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """A shared-secret or unsigned token could be forged by anyone holding the JWKS."""
+        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
+                   "ES512", "EdDSA"}
+        bad = [alg for alg in value if alg not in allowed]
+        if bad or not value:
+            raise ValueError(f"unsupported algorithms {bad}; choose from {sorted(allowed)}")
+        return value
+
+
+class SmtpSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    ca_file: Path | None = None
+
+
+class EmailSettings(Section):
+    transport: Literal["file", "smtp"] = "file"
+    sender: str = "Meetings <provisioner@localhost>"
+    file_dir: Path = Path("./var/outbox")
+    smtp: SmtpSettings = SmtpSettings()
+
+
+class WorkerSettings(Section):
+    embedded: bool = Field(default=True, description="Run the delivery worker inside `serve`.")
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=20, ge=1, le=500)
+    max_attempts: int = Field(default=6, ge=1, le=50)
+    backoff_base_seconds: float = Field(default=5.0, gt=0)
+    backoff_max_seconds: float = Field(default=900.0, gt=0)
+    lease_seconds: float = Field(default=120.0, gt=0)
+
+
+class SecuritySettings(Section):
+    """Keys for encrypting passcodes and join links at rest (AES-256-GCM).
+
+    `data_keys` maps a key id to a base64 32-byte key; `active_key` encrypts, every key
+    listed decrypts. When no key is configured in development, a key file is created in
+    `data_key_file`; elsewhere start-up refuses to run without one.
+    """
+
+    data_keys: dict[str, SecretStr] = Field(default_factory=dict)
+    active_key: str | None = None
+    data_key_file: Path = Path("./var/data-key")
+
+
+class IdempotencySettings(Section):
+    retention_hours: int = Field(default=24, ge=24)
+    wait_seconds: float = Field(default=10.0, ge=0, le=60)
+    stale_after_seconds: float = Field(default=300.0, gt=0)
+
+
+class ApiSettings(Section):
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    max_invitees: int = Field(default=300, ge=1, le=5000)
+    public_url: str = "http://127.0.0.1:8000"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROVISIONER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    environment: Literal["development", "production"] = "development"
+    log_format: Literal["console", "json"] = "console"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    policy_file: Path = Path("config/policy.yaml")
+    default_provider: str = "jitsi"
+    database: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+    email: EmailSettings = EmailSettings()
+    worker: WorkerSettings = WorkerSettings()
+    security: SecuritySettings = SecuritySettings()
+    idempotency: IdempotencySettings = IdempotencySettings()
+    api: ApiSettings = ApiSettings()
+    providers: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="One table per configured provider, validated by that provider's model.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get(CONFIG_ENV)
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+
+class SettingsError(Exception):
+    """Start-up configuration is wrong; the message names every offending key."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from file and environment, turning validation errors into one message."""
+    config = os.environ.get(CONFIG_ENV)
+    if config and not Path(config).is_file():
+        raise SettingsError(f"{CONFIG_ENV}={config}: no such file")
+    known = {name.upper() for name in Settings.model_fields} | {"CONFIG"}
+    unknown = sorted(
+        name
+        for name in os.environ
+        if name.startswith("PROVISIONER_")
+        and name.removeprefix("PROVISIONER_").split("__")[0] not in known
+        and not name.startswith("PROVISIONER_TEST_")
+    )
+    if unknown:
+        raise SettingsError("invalid configuration:\n" + "\n".join(
+            f"  {name}: unknown setting" for name in unknown))
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            key = ".".join(str(part) for part in error["loc"])
+            reason = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
+            lines.append(f"  {key}: {reason}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
