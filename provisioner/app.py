@@ -1,0 +1,150 @@
+"""`create_app(settings)`: the FastAPI application with every router and its lifespan.
+
+The lifespan builds everything the app holds -- database, cipher, policy, providers,
+channels, token verifier, delivery worker -- once, and closes it on shutdown. Nothing is
+built at import time, so tests construct `Settings(...)` and call `create_app` directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from provisioner import health
+from provisioner.auth.bearer import BearerVerifier, JwksCache
+from provisioner.crypto import cipher_from_settings
+from provisioner.db import Database, create_engine
+from provisioner.delivery.email import EmailChannel
+from provisioner.delivery.worker import DeliveryWorker
+from provisioner.meetings import routes as meeting_routes
+from provisioner.meetings.reconcile import reconcile_stale
+from provisioner.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from provisioner.policy import routes as policy_routes
+from provisioner.policy.document import load_policy
+from provisioner.problems import add_exception_handlers
+from provisioner.providers.registry import build_providers
+from provisioner.settings import Settings, SettingsError
+from provisioner.state import AppState
+
+log = structlog.get_logger(__name__)
+
+
+def _operation_id(route: APIRoute) -> str:
+    """Stable `{tag}-{name}` operation ids, so generated clients keep their method names."""
+    tag = route.tags[0] if route.tags else "default"
+    return f"{tag}-{route.name}"
+
+
+def build_state(settings: Settings) -> AppState:
+    """Everything the app holds, validated up front so a bad config stops start-up."""
+    if not settings.auth.issuer:
+        raise SettingsError("invalid configuration:\n  auth.issuer: required")
+    if settings.auth.jwks_url is None and settings.auth.jwks_file is None:
+        raise SettingsError("invalid configuration:\n  auth.jwks_url: set it (or auth.jwks_file)")
+    try:
+        cipher = cipher_from_settings(settings.security,
+                                      development=settings.environment == "development")
+    except ValueError as exc:
+        raise SettingsError(f"invalid configuration:\n  security.data_keys: {exc}") from None
+    db = Database(create_engine(settings.database))
+    channels = {"email": EmailChannel.from_settings(settings.email)}
+    return AppState(
+        settings=settings,
+        db=db,
+        cipher=cipher,
+        policy=load_policy(settings.policy_file),
+        providers=build_providers(settings.providers),
+        channels=channels,
+        verifier=BearerVerifier(settings.auth, JwksCache(settings.auth)),
+        worker=DeliveryWorker(db, channels, cipher=cipher, settings=settings.worker),
+    )
+
+
+async def close_state(state: AppState) -> None:
+    for provider in state.providers.values():
+        await provider.aclose()
+    for channel in state.channels.values():
+        await channel.aclose()
+    await state.db.dispose()
+
+
+def create_app(settings: Settings, *, state: AppState | None = None,
+               run_worker: bool | None = None) -> FastAPI:
+    """The application. Pass `state` to share one (tests, the demo); else it is built here."""
+    embedded_worker = settings.worker.embedded if run_worker is None else run_worker
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = state is None
+        app_state = state or build_state(settings)
+        app.state.provisioner = app_state
+        await reconcile_stale(app_state.db, settings=settings.idempotency)
+        stop = asyncio.Event()
+        worker_task = (asyncio.create_task(app_state.worker.run(stop))
+                       if embedded_worker else None)
+        log.info("app.started", providers=sorted(app_state.providers),
+                 embedded_worker=embedded_worker)
+        try:
+            yield
+        finally:
+            stop.set()
+            if worker_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await worker_task
+            if owned:
+                await close_state(app_state)
+            log.info("app.stopped")
+
+    app = FastAPI(
+        title="provisioner",
+        version="0.1.0",
+        summary="Unique, passcode-protected, sign-in-required meetings, delivered privately.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    if state is not None:
+        app.state.provisioner = state
+    add_exception_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(RequestContextMiddleware)
+    app.include_router(health.router)
+    app.include_router(meeting_routes.router)
+    app.include_router(policy_routes.router)
+    _add_problem_schema(app)
+    return app
+
+
+def _add_problem_schema(app: FastAPI) -> None:
+    """Register the RFC 9457 Problem schema that every `responses=` entry refers to."""
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = {
+            "type": "object",
+            "required": ["type", "title", "status"],
+            "properties": {
+                "type": {"type": "string", "format": "uri"},
+                "title": {"type": "string"},
+                "status": {"type": "integer"},
+                "detail": {"type": "string"},
+                "instance": {"type": "string"},
+                "request_id": {"type": "string"},
+                "errors": {"type": "array", "items": {
+                    "type": "object", "required": ["field", "reason"],
+                    "properties": {"field": {"type": "string"}, "reason": {"type": "string"}}}},
+            },
+        }
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

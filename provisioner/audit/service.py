@@ -1,0 +1,124 @@
+"""Append audit events to a hash chain.
+
+Each event's hash covers its content and the previous event's hash, so editing, inserting
+or deleting an event breaks every hash after it (`verify_chain` says where). Appends are
+serialised -- a PostgreSQL transaction-level advisory lock, SQLite's single writer -- so two
+concurrent transactions cannot both chain onto the same predecessor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from provisioner.audit.models import AuditEvent
+from provisioner.db import utcnow
+from provisioner.redaction import redact
+
+GENESIS = "0" * 64
+_CHAIN_LOCK = 0x70726F76  # "prov": the advisory lock id for the audit chain
+
+
+def _digest(*, prev_hash: str, occurred_at: datetime, actor: str, action: str,
+            target_type: str, target_id: str, details: dict[str, Any]) -> str:
+    body = json.dumps(
+        {
+            "prev": prev_hash,
+            "at": occurred_at.isoformat(timespec="microseconds"),
+            "actor": actor,
+            "action": action,
+            "target": [target_type, target_id],
+            "details": details,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
+    )
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+async def record_event(
+    session: AsyncSession,
+    *,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append one event in the caller's transaction (so it commits or rolls back with it).
+
+    `details` are redacted before hashing; pass ids and states, never secrets.
+    """
+    if session.bind is not None and session.bind.dialect.name == "postgresql":
+        await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK})
+    prev = await session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+    clean: dict[str, Any] = redact(details or {})
+    occurred_at = utcnow()
+    event = AuditEvent(
+        occurred_at=occurred_at,
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        details=clean,
+        prev_hash=prev or GENESIS,
+        hash=_digest(prev_hash=prev or GENESIS, occurred_at=occurred_at, actor=actor,
+                     action=action, target_type=target_type, target_id=target_id,
+                     details=clean),
+    )
+    session.add(event)
+    await session.flush()
+    return event
+
+
+async def list_events(
+    session: AsyncSession, *, target_id: str | None = None, limit: int = 100
+) -> Sequence[AuditEvent]:
+    statement = select(AuditEvent).order_by(AuditEvent.id)
+    if target_id is not None:
+        statement = statement.where(AuditEvent.target_id == target_id)
+    return (await session.scalars(statement.limit(limit))).all()
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    """The outcome of `verify_chain`: `broken_at` is the first event id that fails."""
+
+    events: int
+    broken_at: int | None
+    reason: str | None
+
+    @property
+    def ok(self) -> bool:
+        return self.broken_at is None
+
+
+async def verify_chain(session: AsyncSession) -> ChainReport:
+    """Recompute every hash in order; report the first edited, inserted or missing link."""
+    prev = GENESIS
+    count = 0
+    result = await session.stream_scalars(select(AuditEvent).order_by(AuditEvent.id))
+    async for event in result:
+        count += 1
+        if event.prev_hash != prev:
+            return ChainReport(count, event.id, "previous hash does not match: an event "
+                                                "before it was deleted or inserted")
+        expected = _digest(prev_hash=prev, occurred_at=event.occurred_at, actor=event.actor,
+                           action=event.action, target_type=event.target_type,
+                           target_id=event.target_id, details=event.details)
+        if expected != event.hash:
+            return ChainReport(count, event.id, "content does not match its hash: edited")
+        prev = event.hash
+    return ChainReport(count, None, None)
+
+
+async def count_events(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(AuditEvent)) or 0)

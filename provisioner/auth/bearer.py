@@ -1,0 +1,137 @@
+"""Verify bearer JWTs from the organisation's identity provider against its JWKS.
+
+The key set is cached and fetched again when a token names a `kid` we do not know (keys
+rotate), but no more often than `jwks_refresh_seconds`, so a flood of tokens with random
+kids cannot turn us into a load generator against the identity provider. Only asymmetric
+algorithms from the allow-list are accepted; `alg: none` and HS256 never are.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+import jwt
+from jwt import PyJWK
+
+from provisioner.auth.errors import AuthenticationFailed
+from provisioner.auth.principal import Principal
+from provisioner.settings import AuthSettings
+
+
+class JwksCache:
+    """The identity provider's signing keys, by `kid`."""
+
+    def __init__(self, settings: AuthSettings, *, client: httpx.AsyncClient | None = None,
+                 clock: Any = time.monotonic) -> None:
+        if settings.jwks_url is None and settings.jwks_file is None:
+            raise ValueError("auth.jwks_url or auth.jwks_file must be set")
+        self._settings = settings
+        self._client = client
+        self._clock = clock
+        self._keys: dict[str, PyJWK] = {}
+        self._fetched_at: float | None = None
+        self._lock = asyncio.Lock()
+
+    async def key_for(self, kid: str | None) -> PyJWK:
+        if kid in self._keys:
+            return self._keys[kid]
+        async with self._lock:
+            if kid not in self._keys and self._may_refresh():
+                self._keys = await self._load()
+                self._fetched_at = self._clock()
+        if kid is None and len(self._keys) == 1:
+            return next(iter(self._keys.values()))
+        if kid is None or kid not in self._keys:
+            raise AuthenticationFailed("the token is signed with a key the identity "
+                                       "provider does not publish")
+        return self._keys[kid]
+
+    def _may_refresh(self) -> bool:
+        return (self._fetched_at is None
+                or self._clock() - self._fetched_at >= self._settings.jwks_refresh_seconds)
+
+    async def _load(self) -> dict[str, PyJWK]:
+        document = await self._fetch()
+        keys: dict[str, PyJWK] = {}
+        for entry in document.get("keys", []):
+            if not isinstance(entry, Mapping) or entry.get("use", "sig") != "sig":
+                continue
+            try:
+                key = PyJWK.from_dict(dict(entry))
+            except jwt.PyJWTError:
+                continue  # a key type we do not support cannot sign tokens we accept
+            keys[str(entry.get("kid", ""))] = key
+        return keys
+
+    async def _fetch(self) -> dict[str, Any]:
+        if self._settings.jwks_file is not None:
+            text = await asyncio.to_thread(self._settings.jwks_file.read_text)
+            loaded: dict[str, Any] = json.loads(text)
+            return loaded
+        assert self._settings.jwks_url is not None  # noqa: S101 (checked in __init__)
+        client = self._client or httpx.AsyncClient(timeout=httpx.Timeout(5.0))
+        try:
+            response = await client.get(self._settings.jwks_url)
+            response.raise_for_status()
+            fetched: dict[str, Any] = response.json()
+            return fetched
+        except (httpx.HTTPError, ValueError):
+            raise AuthenticationFailed("the identity provider's keys are unavailable") from None
+        finally:
+            if self._client is None:
+                await client.aclose()
+
+
+class BearerVerifier:
+    """Turns an `Authorization: Bearer` token into a `Principal`, or refuses it."""
+
+    def __init__(self, settings: AuthSettings, keys: JwksCache) -> None:
+        self._settings = settings
+        self._keys = keys
+
+    async def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError:
+            raise AuthenticationFailed("the bearer token is not a JWT") from None
+        if header.get("alg") not in self._settings.algorithms:
+            raise AuthenticationFailed("the token's signing algorithm is not allowed")
+        key = await self._keys.key_for(header.get("kid"))
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                key=key,
+                algorithms=list(self._settings.algorithms),
+                audience=self._settings.audience,
+                issuer=self._settings.issuer,
+                leeway=self._settings.leeway_seconds,
+                options={"require": ["exp", "iat", "sub", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthenticationFailed("the bearer token has expired") from None
+        except jwt.PyJWTError as exc:
+            raise AuthenticationFailed(f"the bearer token was refused: {type(exc).__name__}"
+                                       ) from None
+        return self._principal(claims)
+
+    def _principal(self, claims: Mapping[str, Any]) -> Principal:
+        email = claims.get("email")
+        if not isinstance(email, str) or "@" not in email:
+            raise AuthenticationFailed("the token carries no email claim")
+        groups = claims.get(self._settings.groups_claim, [])
+        if not isinstance(groups, list):
+            groups = []
+        scope = claims.get("scope", "")
+        scopes = scope.split() if isinstance(scope, str) else list(claims.get("scp", []))
+        return Principal(
+            subject=str(claims["sub"]),
+            email=email.lower(),
+            name=str(claims.get("name") or email.split("@")[0]),
+            groups=tuple(str(group) for group in groups),
+            scopes=frozenset(str(s) for s in scopes),
+        )

@@ -1,0 +1,56 @@
+"""A tiny token issuer for the demo and the tests: an RSA key, its JWKS, and signed tokens.
+
+It stands in for the organisation's identity provider where none runs (the SSO issue
+brings a real OpenID provider for end-to-end tests). It is never used by `serve`.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
+
+
+class LocalIssuer:
+    def __init__(self, *, issuer: str = "https://idp.demo.invalid", audience: str = "provisioner"
+                 ) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.key_id = secrets.token_hex(8)
+        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    def jwks(self) -> dict[str, Any]:
+        public: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self._key.public_key()))
+        public.update(kid=self.key_id, use="sig", alg="RS256")
+        return {"keys": [public]}
+
+    def write_jwks(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.jwks()))
+        return path
+
+    def token(
+        self,
+        *,
+        subject: str,
+        email: str,
+        name: str,
+        groups: Sequence[str] = (),
+        scopes: Sequence[str] = ("meetings:read", "meetings:write"),
+        lifetime_seconds: int = 3600,
+        **extra: Any,
+    ) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer, "aud": self.audience, "sub": subject, "email": email,
+            "name": name, "groups": list(groups), "scope": " ".join(scopes),
+            "iat": now, "nbf": now, "exp": now + lifetime_seconds, **extra,
+        }
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})

@@ -1,0 +1,187 @@
+"""`provisioner`: serve, worker, db upgrade, demo, policy check, audit.
+
+Every command calls the same service functions as the API, in its own session scope,
+through the one `run_async` helper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from provisioner.logs import configure_logging
+from provisioner.settings import Settings, SettingsError, load_settings
+
+T = TypeVar("T")
+
+app = typer.Typer(help="Provision secure meetings and deliver their links privately.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+policy_app = typer.Typer(help="Meeting policy files.", no_args_is_help=True)
+audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coroutine)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    return settings
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    upgrade: Annotated[bool, typer.Option(help="Run migrations before serving.")] = True,
+) -> None:
+    """Run the API (and, unless worker.embedded=false, the delivery worker in-process)."""
+    import uvicorn
+
+    from provisioner.app import create_app
+    from provisioner.migrate import upgrade as upgrade_db
+
+    settings = _settings()
+    if upgrade:
+        upgrade_db(settings.database.url)
+    try:
+        application = create_app(settings)
+    except SettingsError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    uvicorn.run(application, host=host, port=port, log_config=None, proxy_headers=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run a delivery worker; start as many as you like, on as many hosts as you like."""
+    from provisioner.app import build_state, close_state
+
+    settings = _settings()
+
+    async def main() -> None:
+        try:
+            state = build_state(settings)
+        except SettingsError as exc:
+            typer.echo(str(exc), err=True)
+            raise typer.Exit(2) from None
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await state.worker.run(stop)
+        finally:
+            await close_state(state)
+
+    run_async(main())
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Apply migrations up to REVISION."""
+    from provisioner.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database.url, revision)
+    typer.echo(f"database at {revision}")
+
+
+@policy_app.command("check")
+def policy_check(
+    file: Annotated[Path, typer.Argument(help="Policy YAML to validate.", exists=True,
+                                         dir_okay=False, readable=True)],
+) -> None:
+    """Validate a policy file and print the effective policy for each group."""
+    from provisioner.policy.document import load_policy
+    from provisioner.policy.errors import InvalidPolicy
+    from provisioner.policy.render import render_policy_report
+
+    try:
+        document = load_policy(file)
+    except InvalidPolicy as exc:
+        typer.echo(exc.detail, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(render_policy_report(document))
+
+
+@audit_app.command("show")
+def audit_show(
+    meeting: Annotated[str | None, typer.Option(help="Only events about this id.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many events.")] = 100,
+) -> None:
+    """Print audit events, oldest first."""
+    from provisioner.audit.render import render_events
+    from provisioner.audit.service import list_events
+    from provisioner.db import Database, create_engine
+
+    settings = _settings()
+
+    async def main() -> str:
+        db = Database(create_engine(settings.database))
+        try:
+            async with db.session() as session:
+                return render_events(await list_events(session, target_id=meeting, limit=limit))
+        finally:
+            await db.dispose()
+
+    typer.echo(run_async(main()))
+
+
+@audit_app.command("verify")
+def audit_verify() -> None:
+    """Recompute the hash chain; exit 1 and name the first bad event if it was tampered with."""
+    from provisioner.audit.service import verify_chain
+    from provisioner.db import Database, create_engine
+
+    settings = _settings()
+
+    async def main() -> bool:
+        db = Database(create_engine(settings.database))
+        try:
+            async with db.session() as session:
+                report = await verify_chain(session)
+        finally:
+            await db.dispose()
+        if report.ok:
+            typer.echo(f"audit chain intact: {report.events} events")
+        else:
+            typer.echo(f"audit chain BROKEN at event {report.broken_at}: {report.reason}",
+                       err=True)
+        return report.ok
+
+    if not run_async(main()):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its files.")
+                         ] = Path("var/demo"),
+) -> None:
+    """Run the main flow end to end on SQLite and the file mail transport (no servers)."""
+    from provisioner.demo import run_demo
+
+    configure_logging(level="WARNING")
+    sys.exit(run_async(run_demo(directory, out=typer.echo)))
+
+
+def main() -> None:
+    app()

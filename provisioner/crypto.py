@@ -1,0 +1,87 @@
+"""Encryption at rest for secrets we must keep: passcodes, join links, replayed responses.
+
+AES-256-GCM with a random 96-bit nonce. Each ciphertext names its key id, so keys can be
+rotated: the active key encrypts, every configured key decrypts. The associated data binds
+a ciphertext to the row and column it belongs to, so a value copied into another row does
+not decrypt there.
+
+Format: ``v1.<key id>.<base64url nonce>.<base64url ciphertext+tag>``.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from provisioner.settings import SecuritySettings
+
+_VERSION = "v1"
+
+
+class CipherError(Exception):
+    """A ciphertext could not be decrypted (unknown key, tampered, or wrong row)."""
+
+
+def _b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class FieldCipher:
+    """Encrypts and decrypts single column values."""
+
+    def __init__(self, keys: Mapping[str, bytes], *, active: str) -> None:
+        if active not in keys:
+            raise ValueError(f"active key {active!r} is not among the configured keys")
+        for key_id, key in keys.items():
+            if len(key) != 32:
+                raise ValueError(f"data key {key_id!r} must be 32 bytes (base64 of 32 bytes)")
+            if "." in key_id:
+                raise ValueError(f"data key id {key_id!r} must not contain '.'")
+        self._keys = {key_id: AESGCM(key) for key_id, key in keys.items()}
+        self._active = active
+
+    def encrypt(self, plaintext: str, *, context: str) -> str:
+        nonce = os.urandom(12)
+        sealed = self._keys[self._active].encrypt(nonce, plaintext.encode(), context.encode())
+        return ".".join((_VERSION, self._active, _b64e(nonce), _b64e(sealed)))
+
+    def decrypt(self, token: str, *, context: str) -> str:
+        try:
+            version, key_id, nonce, sealed = token.split(".")
+        except ValueError:
+            raise CipherError("malformed ciphertext") from None
+        if version != _VERSION or key_id not in self._keys:
+            raise CipherError(f"no key {key_id!r} to decrypt with")
+        try:
+            return self._keys[key_id].decrypt(_b64d(nonce), _b64d(sealed),
+                                              context.encode()).decode()
+        except InvalidTag:
+            raise CipherError("ciphertext does not authenticate for this row") from None
+
+
+def cipher_from_settings(settings: SecuritySettings, *, development: bool) -> FieldCipher:
+    """Build the cipher from configured keys, or (development only) a generated key file."""
+    if settings.data_keys:
+        keys = {key_id: _b64d(value.get_secret_value().strip())
+                for key_id, value in settings.data_keys.items()}
+        active = settings.active_key or sorted(keys)[-1]
+        return FieldCipher(keys, active=active)
+    if not development:
+        raise ValueError("security.data_keys must be configured outside development")
+    path = settings.data_key_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(_b64e(secrets.token_bytes(32)))
+    return FieldCipher({"dev": _b64d(Path(path).read_text().strip())}, active="dev")

@@ -1,0 +1,278 @@
+"""Send outbox deliveries: claim a batch, send each privately, record the outcome.
+
+At-least-once: a delivery is claimed with a lease (`sending` until `lease_until`); a worker
+that dies mid-send leaves the lease to expire and another worker claims it again. Claims
+use `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several workers on several hosts take
+disjoint batches; on SQLite the single writer connection makes the claim atomic. Outcomes
+are written only if this worker still holds the claim, so a slow worker whose lease
+expired cannot overwrite a newer attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+
+import structlog
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from provisioner.audit.service import record_event
+from provisioner.crypto import FieldCipher
+from provisioner.db import Database, utcnow
+from provisioner.delivery.base import (
+    Channel,
+    ChannelError,
+    ChannelRejected,
+    ChannelRetriable,
+    DeliveryContext,
+    Method,
+    Role,
+)
+from provisioner.delivery.models import Delivery, DeliveryStatus
+from provisioner.meetings.codec import settings_from_json
+from provisioner.meetings.joins import open_join
+from provisioner.meetings.models import Invitee, Meeting, MeetingState
+from provisioner.policy.model import Control
+from provisioner.providers.base import Person
+from provisioner.settings import WorkerSettings
+
+log = structlog.get_logger(__name__)
+
+
+def backoff_seconds(attempt: int, settings: WorkerSettings, *,
+                    rand: Callable[[], float] = random.random,  # noqa: S311 (jitter only)
+                    retry_after: float | None = None) -> float:
+    """Full-jitter exponential backoff, but never sooner than the server asked."""
+    ceiling = min(settings.backoff_max_seconds,
+                  settings.backoff_base_seconds * 2 ** max(0, attempt - 1))
+    delay = ceiling * rand()
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, settings.backoff_max_seconds))
+    return delay
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    claimed: int
+    sent: int
+    retried: int
+    dead: int
+
+
+class DeliveryWorker:
+    """One worker loop; run several (processes or hosts) against the same database."""
+
+    def __init__(self, db: Database, channels: Mapping[str, Channel], *, cipher: FieldCipher,
+                 settings: WorkerSettings, worker_id: str | None = None,
+                 rand: Callable[[], float] = random.random) -> None:  # noqa: S311
+        self._db = db
+        self._channels = channels
+        self._cipher = cipher
+        self._settings = settings
+        self._rand = rand
+        self.worker_id = worker_id or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called after a commit that queued deliveries, so they go out without waiting."""
+        self._wake.set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until `stop` is set; finishes the batch in hand before returning."""
+        log.info("worker.started", worker_id=self.worker_id)
+        while not stop.is_set():
+            try:
+                result = await self.run_once()
+            except Exception as exc:  # the loop must survive a dropped connection
+                log.error("worker.batch_failed", error_type=type(exc).__name__)
+                result = BatchResult(0, 0, 0, 0)
+            if result.claimed:
+                continue
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_first_of(stop, self._wake),
+                                       timeout=self._settings.poll_interval_seconds)
+        log.info("worker.stopped", worker_id=self.worker_id)
+
+    async def run_once(self) -> BatchResult:
+        """Claim one batch of due deliveries and send each of them."""
+        ids = await self._claim()
+        sent = retried = dead = 0
+        for delivery_id in ids:
+            outcome = await self._deliver(delivery_id)
+            sent += outcome == DeliveryStatus.SENT
+            retried += outcome == DeliveryStatus.PENDING
+            dead += outcome == DeliveryStatus.DEAD
+        return BatchResult(len(ids), sent, retried, dead)
+
+    async def drain(self, *, max_batches: int = 1000) -> int:
+        """Send everything due now (the demo and tests use this); returns how many were sent."""
+        total = 0
+        for _ in range(max_batches):
+            result = await self.run_once()
+            total += result.sent
+            if not result.claimed:
+                break
+        return total
+
+    async def _claim(self) -> list[str]:
+        now = utcnow()
+        async with self._db.session() as session:
+            due = (
+                select(Delivery.id)
+                .where(or_(
+                    and_(Delivery.status == DeliveryStatus.PENDING,
+                         Delivery.next_attempt_at <= now),
+                    and_(Delivery.status == DeliveryStatus.SENDING,
+                         Delivery.lease_until < now),
+                ))
+                .order_by(Delivery.next_attempt_at)
+                .limit(self._settings.batch_size)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list((await session.scalars(due)).all())
+            if not ids:
+                return []
+            claimed = await session.scalars(
+                update(Delivery)
+                .where(Delivery.id.in_(ids))
+                .where(or_(Delivery.status == DeliveryStatus.PENDING,
+                           Delivery.lease_until < now))
+                .values(status=DeliveryStatus.SENDING, claimed_by=self.worker_id,
+                        lease_until=now + timedelta(seconds=self._settings.lease_seconds),
+                        attempts=Delivery.attempts + 1)
+                .returning(Delivery.id)
+            )
+            return list(claimed.all())
+
+    async def _deliver(self, delivery_id: str) -> DeliveryStatus:
+        log_ = log.bind(delivery_id=delivery_id, worker_id=self.worker_id)
+        async with self._db.session() as session:
+            loaded = await self._load(session, delivery_id)
+        if loaded is None:
+            return DeliveryStatus.SENDING  # someone else holds it now
+        delivery, context = loaded
+        log_ = log_.bind(meeting_id=delivery.meeting_id)
+        channel = self._channels.get(delivery.channel)
+        error: ChannelError | None
+        try:
+            if channel is None:
+                raise ChannelRejected(f"no channel {delivery.channel!r} is configured")
+            receipt = await channel.send(context)
+            error = None
+        except ChannelError as exc:
+            error, receipt = exc, None
+        except Exception as exc:  # an unexpected bug must not lose the delivery
+            error, receipt = ChannelRetriable(f"unexpected {type(exc).__name__}"), None
+        async with self._db.session() as session:
+            return await self._record(session, delivery, receipt.message_id if receipt
+                                      else None, error, log_)
+
+    async def _load(self, session: AsyncSession, delivery_id: str
+                    ) -> tuple[Delivery, DeliveryContext] | None:
+        delivery = await session.get(Delivery, delivery_id)
+        if (delivery is None or delivery.status != DeliveryStatus.SENDING
+                or delivery.claimed_by != self.worker_id):
+            return None
+        meeting = await session.get(Meeting, delivery.meeting_id)
+        if meeting is None:
+            return None
+        if delivery.role == Role.HOST:
+            sealed, table, row_id, personal = meeting.host_join_secret, "meetings", meeting.id, True
+        else:
+            invitee = await session.get(Invitee, delivery.invitee_id)
+            if invitee is None:
+                return None
+            sealed, table, row_id = invitee.join_secret, "invitees", invitee.id
+            personal = invitee.personal_link
+        if sealed is None:
+            return None
+        if meeting.state == MeetingState.VERIFIED:
+            meeting.state = MeetingState.DELIVERING
+            await record_event(session, actor="system", action="meeting.delivering",
+                               target_type="meeting", target_id=meeting.id, details={})
+        context = DeliveryContext(
+            delivery_id=delivery.id, meeting_id=meeting.id, uid=meeting.ics_uid,
+            sequence=delivery.sequence, method=Method(delivery.method), topic=meeting.topic,
+            start=meeting.starts_at, end=meeting.ends_at, timezone=meeting.timezone,
+            provider=meeting.provider,
+            organizer=Person(email=meeting.host_email, name=meeting.host_name),
+            recipient=Person(email=delivery.recipient_email, name=delivery.recipient_name),
+            role=Role(delivery.role),
+            join=open_join(self._cipher, sealed, table=table, row_id=row_id),
+            personal=personal, settings=settings_from_json(meeting.settings),
+            not_enforced=frozenset(Control(c) for c in meeting.not_enforced),
+        )
+        return delivery, context
+
+    async def _record(self, session: AsyncSession, delivery: Delivery, message_id: str | None,
+                      error: ChannelError | None, log_: structlog.typing.FilteringBoundLogger
+                      ) -> DeliveryStatus:
+        row = await session.get(Delivery, delivery.id, with_for_update=True)
+        if row is None or row.claimed_by != self.worker_id or row.status != DeliveryStatus.SENDING:
+            return DeliveryStatus.SENDING
+        now = utcnow()
+        row.lease_until = None
+        if error is None:
+            row.status, row.sent_at, row.message_id, row.last_error = (
+                DeliveryStatus.SENT, now, message_id, None)
+            await record_event(session, actor="system", action="delivery.sent",
+                               target_type="delivery", target_id=row.id,
+                               details={"meeting_id": row.meeting_id, "role": row.role,
+                                        "channel": row.channel, "attempts": row.attempts})
+            log_.info("delivery.sent", attempts=row.attempts)
+            await self._maybe_delivered(session, row.meeting_id)
+            return DeliveryStatus.SENT
+        row.last_error = f"{type(error).__name__}: {error.detail}"[:500]
+        permanent = isinstance(error, ChannelRejected)
+        if permanent or row.attempts >= self._settings.max_attempts:
+            row.status = DeliveryStatus.DEAD
+            await record_event(session, actor="system", action="delivery.dead_lettered",
+                               target_type="delivery", target_id=row.id,
+                               details={"meeting_id": row.meeting_id, "role": row.role,
+                                        "attempts": row.attempts,
+                                        "error": type(error).__name__})
+            log_.error("delivery.dead_lettered", attempts=row.attempts,
+                       error_type=type(error).__name__)
+            return DeliveryStatus.DEAD
+        retry_after = error.retry_after if isinstance(error, ChannelRetriable) else None
+        delay = backoff_seconds(row.attempts, self._settings, rand=self._rand,
+                                retry_after=retry_after)
+        row.status = DeliveryStatus.PENDING
+        row.next_attempt_at = now + timedelta(seconds=delay)
+        await record_event(session, actor="system", action="delivery.retry_scheduled",
+                           target_type="delivery", target_id=row.id,
+                           details={"meeting_id": row.meeting_id, "attempts": row.attempts,
+                                    "delay_seconds": round(delay, 1),
+                                    "error": type(error).__name__})
+        log_.warning("delivery.retry_scheduled", attempts=row.attempts,
+                     delay_seconds=round(delay, 1), error_type=type(error).__name__)
+        return DeliveryStatus.PENDING
+
+    async def _maybe_delivered(self, session: AsyncSession, meeting_id: str) -> None:
+        await session.flush()
+        unsent = await session.scalar(
+            select(func.count()).select_from(Delivery)
+            .where(Delivery.meeting_id == meeting_id, Delivery.status != DeliveryStatus.SENT))
+        meeting = await session.get(Meeting, meeting_id)
+        if unsent == 0 and meeting is not None and meeting.state in (
+                MeetingState.VERIFIED, MeetingState.DELIVERING):
+            meeting.state = MeetingState.DELIVERED
+            await record_event(session, actor="system", action="meeting.delivered",
+                               target_type="meeting", target_id=meeting_id, details={})
+
+
+async def _first_of(*events: asyncio.Event) -> None:
+    waiters = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

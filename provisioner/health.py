@@ -1,0 +1,33 @@
+"""Liveness and readiness probes (the only routes that need no credentials)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from provisioner.auth.deps import StateDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep) -> JSONResponse:
+    """The process can serve: the database answers and at least one provider is configured."""
+    checks: dict[str, str] = {}
+    try:
+        async with state.db.session() as session:
+            await session.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # readiness reports any failure, never raises it
+        checks["database"] = f"failed: {type(exc).__name__}"
+    checks["providers"] = "ok" if state.providers else "none configured"
+    ready = all(value == "ok" for value in checks.values())
+    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
+                        status_code=200 if ready else 503)

@@ -1,0 +1,158 @@
+"""Idempotent creation, with the semantics API users know from payment APIs.
+
+A key is scoped to the caller and kept at least 24 hours. The same key with the same body
+replays the first response; with a different body it is refused; while the first request
+is still running, a duplicate waits for it (up to `wait_seconds`) and then gets 409 --
+never a second meeting. The claim row is committed on its own *before* the provider is
+called, so a concurrent duplicate on any replica sees it; the response is stored in the
+same transaction as the meeting, so "meeting exists" and "key completed" cannot disagree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from provisioner.crypto import FieldCipher
+from provisioner.db import Database, utcnow
+from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
+from provisioner.idempotency.models import IdempotencyKey, KeyState
+from provisioner.settings import IdempotencySettings
+
+_POLL_SECONDS = 0.05
+
+
+def request_fingerprint(payload: Any) -> str:
+    """A stable hash of a request body (canonical JSON)."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """We own the key: go ahead and create."""
+
+    key_id: int
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The key completed before: return this response as it was."""
+
+    status: int
+    body: dict[str, Any]
+    meeting_id: str | None
+
+
+def _context(key_id: int) -> str:
+    return f"idempotency_keys:{key_id}:response"
+
+
+async def claim_key(
+    db: Database,
+    *,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    meeting_id: str,
+    cipher: FieldCipher,
+    settings: IdempotencySettings,
+) -> Claimed | Replay:
+    """Claim `key` for `scope`, or return the stored response of the request that did.
+
+    Raises:
+        IdempotencyKeyReused: the key was used with a different body.
+        IdempotencyKeyInFlight: the first request is still running after `wait_seconds`.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + settings.wait_seconds
+    while True:
+        try:
+            async with db.session() as session:
+                outcome = await _try_claim(session, scope=scope, key=key,
+                                           fingerprint=fingerprint, meeting_id=meeting_id,
+                                           cipher=cipher, settings=settings)
+        except IntegrityError:
+            outcome = None  # another request inserted it first; look again
+        if outcome is not None:
+            return outcome
+        if loop.time() >= deadline:
+            raise IdempotencyKeyInFlight(
+                "a request with this Idempotency-Key is still being processed; retry shortly")
+        await asyncio.sleep(_POLL_SECONDS)
+
+
+async def _try_claim(
+    session: AsyncSession,
+    *,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    meeting_id: str,
+    cipher: FieldCipher,
+    settings: IdempotencySettings,
+) -> Claimed | Replay | None:
+    now = utcnow()
+    existing = await session.scalar(
+        select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key))
+    if existing is not None and existing.expires_at <= now:
+        await session.delete(existing)
+        await session.flush()
+        existing = None
+    if existing is None:
+        row = IdempotencyKey(scope=scope, key=key, request_hash=fingerprint,
+                             state=KeyState.IN_FLIGHT, meeting_id=meeting_id, created_at=now,
+                             expires_at=now + timedelta(hours=settings.retention_hours))
+        session.add(row)
+        await session.flush()
+        return Claimed(key_id=row.id)
+    if existing.request_hash != fingerprint:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was already used with a different request body; "
+            "use a new key for a new request")
+    if existing.state == KeyState.COMPLETED and existing.response_secret is not None:
+        body = json.loads(cipher.decrypt(existing.response_secret,
+                                         context=_context(existing.id)))
+        return Replay(status=existing.response_status or 200, body=body,
+                      meeting_id=existing.meeting_id)
+    return None
+
+
+async def complete_key(
+    session: AsyncSession,
+    claim: Claimed,
+    *,
+    status: int,
+    body: dict[str, Any],
+    cipher: FieldCipher,
+) -> None:
+    """Store the response in the caller's transaction (the one that persists the meeting).
+
+    The body holds the host's join details, so it is encrypted like any other secret.
+    """
+    row = await session.get(IdempotencyKey, claim.key_id)
+    if row is None:
+        raise LookupError(f"idempotency claim {claim.key_id} vanished")
+    row.state = KeyState.COMPLETED
+    row.response_status = status
+    row.response_secret = cipher.encrypt(json.dumps(body), context=_context(row.id))
+    await session.flush()
+
+
+async def release_key(session: AsyncSession, claim: Claimed) -> None:
+    """Forget a claim whose request failed, so a retry with the same key runs again."""
+    await session.execute(delete(IdempotencyKey).where(IdempotencyKey.id == claim.key_id))
+
+
+async def purge_expired(session: AsyncSession) -> int:
+    result = await session.execute(
+        delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow()))
+    return int(getattr(result, "rowcount", 0) or 0)

@@ -1,0 +1,77 @@
+"""Tables for meetings and their invitees."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from provisioner.db import Base, UTCDateTime, utcnow
+
+
+class MeetingState(StrEnum):
+    """Where a meeting is in its life; every change is an audit event.
+
+    requested -> provisioning -> created -> verified -> delivering -> delivered,
+    with failed, cancelled, ended and rotated as exits.
+    """
+
+    REQUESTED = "requested"
+    PROVISIONING = "provisioning"
+    CREATED = "created"
+    VERIFIED = "verified"
+    DELIVERING = "delivering"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ENDED = "ended"
+    ROTATED = "rotated"
+
+
+class Meeting(Base):
+    __tablename__ = "meetings"
+    __table_args__ = (Index("ix_meetings_host_created", "host_subject", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    host_subject: Mapped[str] = mapped_column(String(255))
+    host_email: Mapped[str] = mapped_column(String(320))
+    host_name: Mapped[str] = mapped_column(String(200))
+    topic: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(40))
+    provider_meeting_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    state: Mapped[str] = mapped_column(String(20), default=MeetingState.REQUESTED)
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ends_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    timezone: Mapped[str] = mapped_column(String(64))
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON)
+    enforced: Mapped[list[str]] = mapped_column(JSON, default=list)
+    not_enforced: Mapped[list[str]] = mapped_column(JSON, default=list)
+    reference: Mapped[dict[str, str]] = mapped_column(JSON, default=dict)
+    host_join_secret: Mapped[str | None] = mapped_column(Text, default=None)
+    ics_uid: Mapped[str] = mapped_column(String(255))
+    sequence: Mapped[int] = mapped_column(Integer, default=0)
+    failure: Mapped[str | None] = mapped_column(String(500), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
+
+    invitees: Mapped[list[Invitee]] = relationship(
+        back_populates="meeting", order_by="Invitee.position", cascade="all, delete-orphan"
+    )
+
+
+class Invitee(Base):
+    __tablename__ = "invitees"
+    __table_args__ = (UniqueConstraint("meeting_id", "email"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    meeting_id: Mapped[str] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str] = mapped_column(String(200))
+    personal_link: Mapped[bool] = mapped_column(default=False)
+    join_secret: Mapped[str | None] = mapped_column(Text, default=None)
+
+    meeting: Mapped[Meeting] = relationship(back_populates="invitees")

@@ -1,0 +1,138 @@
+"""HTTP for meetings: thin handlers over `meetings.service`."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query
+from fastapi.responses import JSONResponse
+
+from provisioner.auth.deps import CurrentPrincipal, SessionDep, StateDep, require_scope
+from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
+from provisioner.errors import FieldError
+from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
+from provisioner.idempotency.service import request_fingerprint
+from provisioner.meetings.errors import (
+    ControlNotEnforceable,
+    InvalidRequest,
+    MeetingNotFound,
+    VerificationFailed,
+)
+from provisioner.meetings.read import meeting_read
+from provisioner.meetings.schemas import MeetingCreate, MeetingList, MeetingRead, MeetingSummary
+from provisioner.meetings.service import (
+    delivery_status_by_invitee,
+    get_meeting_for_host,
+    list_meetings_for_host,
+    provision_meeting,
+)
+from provisioner.policy.errors import PolicyViolation
+from provisioner.problems import responses
+from provisioner.providers.errors import ProviderRetriable, ProviderUnknown
+from provisioner.providers.registry import pick
+
+router = APIRouter(prefix="/api/v1/meetings", tags=["meetings"])
+
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
+           description="Any unique string per logical request; retries with it never create "
+                       "a second meeting. Kept 24 hours, scoped to the caller."),
+]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=MeetingRead,
+    dependencies=[require_scope("meetings:write")],
+    responses=responses(InvalidRequest, PolicyViolation, ControlNotEnforceable,
+                        IdempotencyKeyReused, IdempotencyKeyInFlight, ProviderUnknown,
+                        ProviderRetriable, VerificationFailed, AuthenticationFailed,
+                        PermissionDenied),
+)
+async def create_meeting(
+    body: MeetingCreate,
+    principal: CurrentPrincipal,
+    state: StateDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Provision one unique, policy-checked meeting and queue private delivery to each invitee."""
+    provider = pick(state.providers, body.provider or state.settings.default_provider)
+    result = await provision_meeting(
+        state.provisioning,
+        request=body,
+        requester=principal,
+        provider=provider,
+        idempotency_key=idempotency_key,
+        fingerprint=request_fingerprint(body.model_dump(mode="json")),
+    )
+    if not result.replayed:
+        state.worker.wake()
+    headers = {"Location": f"/api/v1/meetings/{result.meeting_id}"} if result.meeting_id else {}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    headers["Cache-Control"] = "no-store"
+    return JSONResponse(result.body, status_code=result.status, headers=headers)
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        stamp, meeting_id = raw.split("|", 1)
+        return datetime.fromisoformat(stamp), meeting_id
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("cursor is not one this API returned",
+                             errors=(FieldError("cursor", "malformed"),)) from None
+
+
+def _encode_cursor(after: tuple[datetime, str]) -> str:
+    raw = f"{after[0].isoformat()}|{after[1]}".encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+@router.get(
+    "",
+    response_model=MeetingList,
+    dependencies=[require_scope("meetings:read")],
+    responses=responses(InvalidRequest, AuthenticationFailed, PermissionDenied),
+)
+async def list_meetings(
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: Annotated[str | None, Query(max_length=200)] = None,
+) -> MeetingList:
+    """The caller's meetings, newest first (no join details in the list)."""
+    rows, after = await list_meetings_for_host(
+        session, host=principal, limit=limit,
+        after=_decode_cursor(cursor) if cursor else None)
+    return MeetingList(
+        data=[MeetingSummary(id=m.id, topic=m.topic, provider=m.provider, state=m.state,
+                             start=m.starts_at, end=m.ends_at, timezone=m.timezone,
+                             invitee_count=count, created_at=m.created_at)
+              for m, count in rows],
+        next_cursor=_encode_cursor(after) if after else None,
+    )
+
+
+@router.get(
+    "/{meeting_id}",
+    response_model=MeetingRead,
+    dependencies=[require_scope("meetings:read")],
+    responses=responses(MeetingNotFound, AuthenticationFailed, PermissionDenied),
+)
+async def get_meeting(
+    meeting_id: Annotated[str, Path(max_length=64)],
+    principal: CurrentPrincipal,
+    session: SessionDep,
+    state: StateDep,
+) -> JSONResponse:
+    """One of the caller's meetings, with the host's own link and passcode."""
+    meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=principal)
+    status = await delivery_status_by_invitee(session, meeting.id)
+    body = meeting_read(meeting, cipher=state.cipher, include_host_join=True,
+                        delivery_status=status)
+    return JSONResponse(body, headers={"Cache-Control": "no-store"})

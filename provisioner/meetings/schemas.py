@@ -1,0 +1,144 @@
+"""API shapes for meetings, named by direction: MeetingCreate in, MeetingRead / MeetingList out.
+
+`MeetingRead.host_join` carries the host's link and passcode; it is filled only for the
+host (the single caller who may see it) and is never logged.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from provisioner.policy.resolve import SettingsRequest
+
+MAX_INVITEES = 500  # a hard ceiling; `api.max_invitees` sets the configured one below it
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _no_control_chars(value: str) -> str:
+    """Names and topics end up in mail headers and .ics lines: no CR/LF, no escapes."""
+    if _CONTROL_CHARS.search(value):
+        raise ValueError("must not contain control characters or line breaks")
+    return value
+
+
+Text200 = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_no_control_chars),
+]
+
+
+class InviteeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: EmailStr
+    name: Text200
+
+    @field_validator("email")
+    @classmethod
+    def _lower(cls, value: str) -> str:
+        return value.lower()
+
+
+class MeetingCreate(BaseModel):
+    """A request for one new meeting.
+
+    `start` may carry an offset; without one it is read in `timezone`.
+    """
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "topic": "Quarterly planning",
+        "start": "2030-03-04T15:00:00",
+        "duration_minutes": 45,
+        "timezone": "Europe/Berlin",
+        "invitees": [{"email": "ana@example.com", "name": "Ana Lima"}],
+        "provider": "jitsi",
+        "settings": {"chat": "off"},
+    }]})
+
+    topic: Text200
+    start: datetime
+    duration_minutes: int = Field(ge=1, le=1440)
+    timezone: str = Field(min_length=1, max_length=64)
+    invitees: list[InviteeIn] = Field(min_length=1, max_length=MAX_INVITEES)
+    provider: str | None = Field(default=None, min_length=1, max_length=40,
+                                 pattern=r"^[a-z0-9_-]+$")
+    settings: SettingsRequest | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        if value not in available_timezones():
+            raise ValueError("must be an IANA time zone name such as 'Europe/Berlin'")
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name such as 'Europe/Berlin'") from None
+        return value
+
+    @model_validator(mode="after")
+    def _aware_start(self) -> MeetingCreate:
+        if self.start.tzinfo is None:
+            self.start = self.start.replace(tzinfo=ZoneInfo(self.timezone))
+        return self
+
+
+class JoinRead(BaseModel):
+    url: str
+    passcode: str | None
+
+
+class InviteeRead(BaseModel):
+    email: str
+    name: str
+    personal_link: bool
+    delivery_status: str | None
+
+
+class MeetingRead(BaseModel):
+    id: str
+    topic: str
+    provider: str
+    state: str
+    start: datetime
+    end: datetime
+    timezone: str
+    settings: dict[str, Any]
+    enforced: list[str]
+    not_enforced: list[str]
+    invitees: list[InviteeRead]
+    host_join: JoinRead | None = Field(
+        default=None, description="The host's own link and passcode; shown to the host only.")
+    created_at: datetime
+
+
+class MeetingSummary(BaseModel):
+    id: str
+    topic: str
+    provider: str
+    state: str
+    start: datetime
+    end: datetime
+    timezone: str
+    invitee_count: int
+    created_at: datetime
+
+
+class MeetingList(BaseModel):
+    data: list[MeetingSummary]
+    next_cursor: str | None = Field(
+        default=None, description="Pass as `cursor` to get the next page; null on the last.")

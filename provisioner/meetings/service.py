@@ -1,0 +1,380 @@
+"""Provisioning: the one place that orchestrates policy, provider, storage, outbox and audit.
+
+`provision_meeting` runs in three short transactions rather than one long one, because a
+transaction must never stay open across a provider call (SQLite has one writer; PostgreSQL
+has a finite pool):
+
+1. claim the idempotency key and insert the meeting as `provisioning` (+ audit);
+2. call the provider and read the meeting back -- no transaction open;
+3. store the verified meeting, its invitees, one outbox delivery per recipient, the audit
+   events and the idempotency response, all together.
+
+If step 2 or 3 fails, the meeting is marked `failed`, anything created at the provider is
+deleted, and the key is released so a retry runs again. A crash between 2 and 3 leaves a
+`provisioning` row that `reconcile_stale` settles on the next start.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import structlog
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from provisioner.audit.service import record_event
+from provisioner.auth.principal import Principal
+from provisioner.crypto import FieldCipher
+from provisioner.db import Database, utcnow
+from provisioner.delivery.base import Method, Role
+from provisioner.delivery.models import Delivery
+from provisioner.errors import FieldError
+from provisioner.idempotency.service import (
+    Claimed,
+    Replay,
+    claim_key,
+    complete_key,
+    release_key,
+)
+from provisioner.meetings.codec import settings_to_json
+from provisioner.meetings.enforcement import plan_enforcement
+from provisioner.meetings.errors import (
+    ControlNotEnforceable,
+    InvalidRequest,
+    MeetingNotFound,
+    VerificationFailed,
+)
+from provisioner.meetings.joins import seal_join
+from provisioner.meetings.models import Invitee, Meeting, MeetingState
+from provisioner.meetings.read import meeting_read
+from provisioner.meetings.schemas import MeetingCreate
+from provisioner.policy.document import PolicyDocument
+from provisioner.policy.errors import PolicyViolation
+from provisioner.policy.model import Control
+from provisioner.policy.resolve import resolve_policy
+from provisioner.providers.base import (
+    MeetingProvider,
+    MeetingSpec,
+    Person,
+    ProvisionedMeeting,
+)
+from provisioner.providers.errors import ProviderError
+from provisioner.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+START_SKEW = timedelta(minutes=5)  # a start this far in the past is still "now"
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    """The collaborators provisioning needs; built once per app and passed in."""
+
+    db: Database
+    policy: PolicyDocument
+    cipher: FieldCipher
+    settings: Settings
+
+
+@dataclass(frozen=True)
+class Provisioned:
+    """The response to give: a fresh meeting or the replay of the first one."""
+
+    status: int
+    body: dict[str, Any]
+    meeting_id: str | None
+    replayed: bool
+
+
+def _check_request(request: MeetingCreate, requester: Principal, *, max_invitees: int,
+                   now: datetime) -> list[Person]:
+    """Checks the schema cannot make: start in the past, duplicates, configured limits."""
+    errors: list[FieldError] = []
+    if request.start < now - START_SKEW:
+        errors.append(FieldError("start", "must not be in the past"))
+    if len(request.invitees) > max_invitees:
+        errors.append(FieldError("invitees", f"at most {max_invitees} invitees per meeting"))
+    seen: dict[str, int] = {}
+    invitees: list[Person] = []
+    for index, invitee in enumerate(request.invitees):
+        if invitee.email in seen:
+            errors.append(FieldError(f"invitees[{index}].email",
+                                     f"repeats invitees[{seen[invitee.email]}].email"))
+            continue
+        seen[invitee.email] = index
+        if invitee.email == requester.email:
+            continue  # the host is always invited, with the host's own link
+        invitees.append(Person(email=invitee.email, name=invitee.name))
+    if not invitees and not errors:
+        errors.append(FieldError("invitees", "must name someone other than the host"))
+    if errors:
+        raise InvalidRequest("; ".join(f"{e.field}: {e.reason}" for e in errors),
+                             errors=tuple(errors))
+    return invitees
+
+
+async def provision_meeting(
+    deps: Provisioning,
+    *,
+    request: MeetingCreate,
+    requester: Principal,
+    provider: MeetingProvider,
+    idempotency_key: str | None,
+    fingerprint: str,
+) -> Provisioned:
+    """Create one unique meeting under the requester's effective policy and queue delivery.
+
+    Returns:
+        The 201 response body (or the replay of the first response for a repeated key).
+
+    Raises:
+        InvalidRequest: the request breaks a rule the schema could not check.
+        PolicyViolation: it loosens a locked setting (nothing is created).
+        ControlNotEnforceable: the provider cannot enforce a control the policy requires.
+        IdempotencyKeyReused / IdempotencyKeyInFlight: see `idempotency.service`.
+        ProviderError: the provider failed; the meeting is marked failed, nothing leaks.
+        VerificationFailed: the read-back contradicted the policy; the meeting was deleted.
+    """
+    now = utcnow()
+    invitees = _check_request(request, requester, max_invitees=deps.settings.api.max_invitees,
+                              now=now)
+    duration = timedelta(minutes=request.duration_minutes)
+    try:
+        policy = resolve_policy(
+            deps.policy, groups=requester.groups, request=request.settings,
+            duration_minutes=request.duration_minutes,
+            invitee_emails=[invitee.email for invitee in request.invitees],
+        )
+        plan = plan_enforcement(policy, provider.capabilities)
+        if plan.unenforceable_required:
+            names = sorted(plan.unenforceable_required)
+            raise ControlNotEnforceable(
+                f"{provider.name} cannot enforce {', '.join(names)}, which the policy "
+                "requires; choose another provider",
+                errors=tuple(FieldError("provider", f"cannot enforce {name}")
+                             for name in names))
+    except (PolicyViolation, ControlNotEnforceable) as refusal:
+        await _record_refusal(deps.db, requester, refusal, provider=provider.name)
+        raise
+
+    meeting_id = str(uuid.uuid4())
+    claim: Claimed | None = None
+    if idempotency_key is not None:
+        outcome = await claim_key(deps.db, scope=requester.subject, key=idempotency_key,
+                                  fingerprint=fingerprint, meeting_id=meeting_id,
+                                  cipher=deps.cipher, settings=deps.settings.idempotency)
+        if isinstance(outcome, Replay):
+            log.info("meeting.replayed", meeting_id=outcome.meeting_id)
+            return Provisioned(status=outcome.status, body=outcome.body,
+                               meeting_id=outcome.meeting_id, replayed=True)
+        claim = outcome
+
+    spec = MeetingSpec(
+        meeting_id=meeting_id, topic=request.topic, start=request.start, duration=duration,
+        timezone=request.timezone, host=Person(email=requester.email, name=requester.name),
+        invitees=tuple(invitees), settings=policy.settings,
+    )
+    async with deps.db.session() as session:
+        session.add(Meeting(
+            id=meeting_id, host_subject=requester.subject, host_email=requester.email,
+            host_name=requester.name, topic=request.topic, provider=provider.name,
+            state=MeetingState.PROVISIONING, starts_at=request.start,
+            ends_at=request.start + duration, timezone=request.timezone,
+            settings=settings_to_json(policy.settings), ics_uid=f"{meeting_id}@provisioner",
+        ))
+        await record_event(session, actor=requester.subject, action="meeting.requested",
+                           target_type="meeting", target_id=meeting_id,
+                           details={"provider": provider.name,
+                                    "invitees": len(invitees),
+                                    # "control=origin" strings: a dict keyed by
+                                    # control would trip the redactor on "passcode"
+                                    "policy_sources": sorted(f"{control}={origin}" for
+                                                             control, origin in
+                                                             policy.sources.items()),
+                                    "idempotency": claim is not None})
+
+    created: ProvisionedMeeting | None = None
+    try:
+        created = await provider.create(spec, idempotency_key=idempotency_key or meeting_id)
+        observed = await provider.verify(spec, created)
+        claimed_enforced = created.enforced & plan.wanted
+        contradicted = {control: what for control, what in observed.mismatched.items()
+                        if control in claimed_enforced}
+        if contradicted:
+            raise VerificationFailed(
+                "the provider's read-back contradicted: "
+                + ", ".join(f"{c} ({w})" for c, w in sorted(contradicted.items())),
+                meeting_id=meeting_id)
+        enforced = claimed_enforced & observed.confirmed
+        not_enforced = plan.wanted - enforced
+        body = await _store_verified(deps, spec=spec, created=created, enforced=enforced,
+                                     not_enforced=not_enforced, requester=requester,
+                                     claim=claim)
+    except BaseException as failure:
+        await _fail(deps, meeting_id=meeting_id, requester=requester, provider=provider,
+                    created=created, claim=claim, failure=failure)
+        raise
+    log.info("meeting.provisioned", meeting_id=meeting_id, provider=provider.name,
+             invitees=len(invitees), not_enforced=sorted(not_enforced))
+    return Provisioned(status=201, body=body, meeting_id=meeting_id, replayed=False)
+
+
+async def _store_verified(
+    deps: Provisioning,
+    *,
+    spec: MeetingSpec,
+    created: ProvisionedMeeting,
+    enforced: frozenset[Control],
+    not_enforced: frozenset[Control],
+    requester: Principal,
+    claim: Claimed | None,
+) -> dict[str, Any]:
+    cipher = deps.cipher
+    async with deps.db.session() as session:
+        meeting = await session.get(Meeting, spec.meeting_id, with_for_update=True)
+        if meeting is None:
+            raise MeetingNotFound(spec.meeting_id)
+        meeting.provider_meeting_id = created.provider_meeting_id
+        meeting.reference = dict(created.reference)
+        meeting.enforced = sorted(enforced)
+        meeting.not_enforced = sorted(not_enforced)
+        meeting.host_join_secret = seal_join(cipher, created.host, table="meetings",
+                                             row_id=meeting.id)
+        meeting.state = MeetingState.VERIFIED
+        sequence = meeting.sequence
+        invitee_rows: list[Invitee] = []
+        deliveries = [Delivery(
+            id=str(uuid.uuid4()), meeting_id=meeting.id, invitee_id=None, role=Role.HOST,
+            channel="email", recipient_email=spec.host.email, recipient_name=spec.host.name,
+            method=Method.REQUEST, sequence=sequence,
+        )]
+        for position, person in enumerate(spec.invitees):
+            invitee_id = str(uuid.uuid4())
+            join = created.join_for(person.email)
+            invitee_rows.append(Invitee(
+                id=invitee_id, meeting_id=meeting.id, position=position, email=person.email,
+                name=person.name, personal_link=person.email.lower() in created.personal,
+                join_secret=seal_join(cipher, join, table="invitees", row_id=invitee_id),
+            ))
+            deliveries.append(Delivery(
+                id=str(uuid.uuid4()), meeting_id=meeting.id, invitee_id=invitee_id,
+                role=Role.INVITEE, channel="email", recipient_email=person.email,
+                recipient_name=person.name, method=Method.REQUEST, sequence=sequence,
+            ))
+        session.add_all(invitee_rows)
+        await session.flush()  # deliveries refer to invitees; no ORM relationship orders them
+        session.add_all(deliveries)
+        await session.flush()
+        await record_event(session, actor=requester.subject, action="meeting.created",
+                           target_type="meeting", target_id=meeting.id,
+                           details={"provider": meeting.provider,
+                                    "provider_meeting_id": created.provider_meeting_id})
+        await record_event(session, actor="system", action="meeting.verified",
+                           target_type="meeting", target_id=meeting.id,
+                           details={"enforced": sorted(enforced),
+                                    "not_enforced": sorted(not_enforced)})
+        await record_event(session, actor="system", action="delivery.queued",
+                           target_type="meeting", target_id=meeting.id,
+                           details={"deliveries": len(deliveries), "channel": "email"})
+        await session.refresh(meeting, attribute_names=["invitees"])
+        body = meeting_read(meeting, cipher=cipher, include_host_join=True,
+                            delivery_status={d.invitee_id: d.status for d in deliveries
+                                             if d.invitee_id})
+        if claim is not None:
+            await complete_key(session, claim, status=201, body=body, cipher=cipher)
+    return body
+
+
+async def _fail(
+    deps: Provisioning,
+    *,
+    meeting_id: str,
+    requester: Principal,
+    provider: MeetingProvider,
+    created: ProvisionedMeeting | None,
+    claim: Claimed | None,
+    failure: BaseException,
+) -> None:
+    """Undo what can be undone and record why, without letting a second error hide the first."""
+    deleted = False
+    if created is not None:
+        try:
+            await provider.delete(created)
+            deleted = True
+        except ProviderError as exc:
+            log.warning("meeting.cleanup_failed", meeting_id=meeting_id,
+                        error_type=type(exc).__name__)
+    reason = failure.code if isinstance(failure, ProviderError | VerificationFailed) \
+        else type(failure).__name__
+    async with deps.db.session() as session:
+        meeting = await session.get(Meeting, meeting_id)
+        if meeting is not None:
+            meeting.state = MeetingState.FAILED
+            meeting.failure = reason
+        await record_event(session, actor="system", action="meeting.failed",
+                           target_type="meeting", target_id=meeting_id,
+                           details={"reason": reason, "provider": provider.name,
+                                    "provider_meeting_deleted": deleted})
+        if claim is not None:
+            await release_key(session, claim)
+    log.warning("meeting.provision_failed", meeting_id=meeting_id, provider=provider.name,
+                reason=reason)
+
+
+async def _record_refusal(db: Database, requester: Principal,
+                          refusal: PolicyViolation | ControlNotEnforceable, *,
+                          provider: str) -> None:
+    """IT wants to see refused requests too: who tried to loosen what, never the values."""
+    fields = [e.field for e in refusal.errors]
+    async with db.session() as session:
+        await record_event(session, actor=requester.subject, action="meeting.refused",
+                           target_type="principal", target_id=requester.subject[:64],
+                           details={"reason": refusal.code,
+                                    "fields": fields, "provider": provider})
+    log.info("meeting.refused", reason=refusal.code, fields=fields)
+
+
+async def get_meeting_for_host(session: AsyncSession, *, meeting_id: str,
+                               host: Principal) -> Meeting:
+    """The meeting if `host` owns it; someone else's meeting is simply not found (no leak)."""
+    meeting = await session.scalar(
+        select(Meeting).options(selectinload(Meeting.invitees))
+        .where(Meeting.id == meeting_id, Meeting.host_subject == host.subject))
+    if meeting is None:
+        raise MeetingNotFound(meeting_id)
+    return meeting
+
+
+async def delivery_status_by_invitee(session: AsyncSession, meeting_id: str
+                                     ) -> dict[str | None, str]:
+    rows = await session.execute(select(Delivery.invitee_id, Delivery.status)
+                                 .where(Delivery.meeting_id == meeting_id))
+    return {invitee_id: status for invitee_id, status in rows}
+
+
+async def list_meetings_for_host(
+    session: AsyncSession, *, host: Principal, limit: int,
+    after: tuple[datetime, str] | None,
+) -> tuple[Sequence[tuple[Meeting, int]], tuple[datetime, str] | None]:
+    """Newest first, keyset-paginated on (created_at, id) so deep pages stay fast."""
+    invitee_count = (select(func.count(Invitee.id)).where(Invitee.meeting_id == Meeting.id)
+                     .correlate(Meeting).scalar_subquery())
+    statement = (select(Meeting, invitee_count).where(Meeting.host_subject == host.subject)
+                 .order_by(Meeting.created_at.desc(), Meeting.id.desc()).limit(limit + 1))
+    if after is not None:
+        created_at, last_id = after
+        statement = statement.where(or_(
+            Meeting.created_at < created_at,
+            and_(Meeting.created_at == created_at, Meeting.id < last_id)))
+    rows = [(meeting, int(count)) for meeting, count in (await session.execute(statement))]
+    next_after = None
+    if len(rows) > limit:
+        rows = rows[:limit]
+        last = rows[-1][0]
+        next_after = (last.created_at, last.id)
+    return rows, next_after

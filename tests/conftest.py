@@ -1,0 +1,160 @@
+"""Shared fixtures: a migrated database per test (SQLite always, PostgreSQL when configured),
+settings built directly, the app with its real collaborators, and a token issuer.
+
+Under CI=true a skipped test fails the run: a green CI that skipped the real parts proves
+nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from provisioner.app import build_state, close_state, create_app
+from provisioner.auth.local_issuer import LocalIssuer
+from provisioner.migrate import upgrade
+from provisioner.models import Base
+from provisioner.settings import Settings
+from provisioner.state import AppState
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PG_ENV = "PROVISIONER_TEST_DATABASE_URL"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def _backends() -> list[str]:
+    return ["sqlite", "postgresql"] if os.environ.get(PG_ENV) else ["sqlite"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if IN_CI and not os.environ.get(PG_ENV):
+        raise pytest.UsageError(f"CI=true but {PG_ENV} is not set: PostgreSQL must be tested")
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if IN_CI and skipped and exitstatus == 0:
+        session.exitstatus = 1
+        if reporter:
+            reporter.write_line(f"CI=true: {skipped} test(s) skipped; failing the run",
+                                red=True)
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file; each test gets a copy (Alembic runs once, not per test)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    url = os.environ[PG_ENV]
+    import asyncio
+
+    async def reset() -> None:
+        engine = create_async_engine(url)
+        async with engine.begin() as connection:
+            await connection.execute(text("DROP SCHEMA public CASCADE"))
+            await connection.execute(text("CREATE SCHEMA public"))
+        await engine.dispose()
+
+    asyncio.run(reset())
+    upgrade(url)
+    yield url
+
+
+@pytest.fixture(params=_backends())
+def database_url(request: pytest.FixtureRequest, tmp_path: Path,
+                 sqlite_template: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path / "provisioner.db"
+        shutil.copyfile(sqlite_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    url: str = request.getfixturevalue("postgres_url")
+    yield url
+    import asyncio
+
+    async def truncate() -> None:
+        engine = create_async_engine(url)
+        tables = ", ".join(table.name for table in Base.metadata.sorted_tables)
+        async with engine.begin() as connection:
+            await connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        await engine.dispose()
+
+    asyncio.run(truncate())
+
+
+@pytest.fixture(scope="session")
+def issuer() -> LocalIssuer:
+    return LocalIssuer(issuer="https://idp.test.invalid")
+
+
+@pytest.fixture
+def jitsi_config() -> dict[str, Any]:
+    return {
+        "base_url": "https://meet.example.com",
+        "app_id": "provisioner-test",
+        "domain": "meet.example.com",
+        "app_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+
+
+def make_settings(tmp_path: Path, database_url: str, issuer: LocalIssuer,
+                  jitsi: dict[str, Any], **overrides: Any) -> Settings:
+    jwks = issuer.write_jwks(tmp_path / "jwks.json")
+    values: dict[str, Any] = {
+        "database": {"url": database_url},
+        "email": {"transport": "file", "file_dir": tmp_path / "outbox",
+                  "sender": "Meetings <meetings@example.com>"},
+        "auth": {"issuer": issuer.issuer, "jwks_file": jwks},
+        "security": {"data_key_file": tmp_path / "data-key"},
+        "policy_file": REPO_ROOT / "config" / "policy.yaml",
+        "worker": {"embedded": False, "backoff_base_seconds": 0.01,
+                   "backoff_max_seconds": 0.05},
+        "idempotency": {"wait_seconds": 5.0},
+        "providers": {"jitsi": jitsi},
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str, issuer: LocalIssuer,
+             jitsi_config: dict[str, Any]) -> Settings:
+    return make_settings(tmp_path, database_url, issuer, jitsi_config)
+
+
+@pytest.fixture
+async def state(settings: Settings) -> AsyncIterator[AppState]:
+    app_state = build_state(settings)
+    yield app_state
+    await close_state(app_state)
+
+
+@pytest.fixture
+async def client(settings: Settings, state: AppState) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings, state=state, run_worker=False)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                 base_url="http://provisioner.test") as http:
+        yield http
+
+
+@pytest.fixture
+def host_headers(issuer: LocalIssuer) -> dict[str, str]:
+    token = issuer.token(subject="dana", email="dana@example.com", name="Dana Host",
+                         groups=["employees"])
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,80 @@
+"""Bearer tokens: only well-signed, current tokens for our audience, with the right scope."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import jwt
+import pytest
+
+from provisioner.auth.local_issuer import LocalIssuer
+from tests.factories import meeting_body
+
+PROBLEM = "application/problem+json"
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class TestBearerTokens:
+    @pytest.mark.parametrize("path", ["/api/v1/meetings", "/api/v1/policy",
+                                      "/api/v1/meetings/x"])
+    async def test_anonymous_is_401(self, client: httpx.AsyncClient, path: str) -> None:
+        response = await client.get(path)
+        assert response.status_code == 401
+        assert response.headers["content-type"] == PROBLEM
+        assert response.headers["www-authenticate"].startswith("Bearer")
+
+    async def test_garbage_token_is_401(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/api/v1/meetings", headers=bearer("not-a-jwt"))
+        assert response.status_code == 401
+
+    async def test_expired_token_is_401(self, client: httpx.AsyncClient,
+                                        issuer: LocalIssuer) -> None:
+        token = issuer.token(subject="a", email="a@example.com", name="A",
+                             lifetime_seconds=-3600)
+        response = await client.get("/api/v1/meetings", headers=bearer(token))
+        assert response.status_code == 401
+
+    async def test_wrong_audience_is_401(self, client: httpx.AsyncClient,
+                                         issuer: LocalIssuer) -> None:
+        token = issuer.token(subject="a", email="a@example.com", name="A", aud="someone-else")
+        assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
+
+    async def test_wrong_issuer_is_401(self, client: httpx.AsyncClient,
+                                       issuer: LocalIssuer) -> None:
+        token = issuer.token(subject="a", email="a@example.com", name="A",
+                             iss="https://evil.invalid")
+        assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
+
+    async def test_token_from_unknown_key_is_401(self, client: httpx.AsyncClient) -> None:
+        stranger = LocalIssuer(issuer="https://idp.test.invalid")
+        token = stranger.token(subject="a", email="a@example.com", name="A")
+        assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
+
+    async def test_symmetric_and_unsigned_tokens_are_refused(
+            self, client: httpx.AsyncClient) -> None:
+        claims = {"sub": "a", "email": "a@example.com", "iss": "https://idp.test.invalid",
+                  "aud": "provisioner", "iat": int(time.time()),
+                  "exp": int(time.time()) + 600, "scope": "meetings:read"}
+        hs = jwt.encode(claims, "a-guessable-shared-secret-of-32-bytes!", algorithm="HS256")
+        unsigned = jwt.encode(claims, None, algorithm="none")  # type: ignore[arg-type]
+        for token in (hs, unsigned):
+            assert (await client.get("/api/v1/meetings", headers=bearer(token))
+                    ).status_code == 401
+
+    async def test_missing_scope_is_403(self, client: httpx.AsyncClient,
+                                        issuer: LocalIssuer) -> None:
+        token = issuer.token(subject="a", email="a@example.com", name="A",
+                             scopes=["meetings:read"])
+        response = await client.post("/api/v1/meetings", json=meeting_body(),
+                                     headers=bearer(token))
+        assert response.status_code == 403
+        assert response.json()["type"].endswith("/permission-denied")
+
+    async def test_token_without_email_is_401(self, client: httpx.AsyncClient,
+                                              issuer: LocalIssuer) -> None:
+        token = issuer.token(subject="svc", email="", name="svc")
+        assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
