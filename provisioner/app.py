@@ -28,8 +28,9 @@ from provisioner.meetings.reconcile import reconcile_stale
 from provisioner.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from provisioner.policy import routes as policy_routes
 from provisioner.policy.document import load_policy
+from provisioner.policy.errors import InvalidPolicy
 from provisioner.problems import add_exception_handlers
-from provisioner.providers.registry import build_providers
+from provisioner.providers.registry import ProviderConfigError, build_providers
 from provisioner.settings import Settings, SettingsError
 from provisioner.state import AppState
 
@@ -45,26 +46,45 @@ def _operation_id(route: APIRoute) -> str:
 def build_state(settings: Settings) -> AppState:
     """Everything the app holds, validated up front so a bad config stops start-up."""
     if not settings.auth.issuer:
-        raise SettingsError("invalid configuration:\n  auth.issuer: required")
+        raise _config_error("auth.issuer", "required")
     if settings.auth.jwks_url is None and settings.auth.jwks_file is None:
-        raise SettingsError("invalid configuration:\n  auth.jwks_url: set it (or auth.jwks_file)")
+        raise _config_error("auth.jwks_url", "set it (or auth.jwks_file)")
+    if settings.auth.jwks_file is not None and not settings.auth.jwks_file.is_file():
+        raise _config_error("auth.jwks_file", f"{settings.auth.jwks_file}: no such file")
     try:
         cipher = cipher_from_settings(settings.security,
                                       development=settings.environment == "development")
     except ValueError as exc:
-        raise SettingsError(f"invalid configuration:\n  security.data_keys: {exc}") from None
+        raise _config_error("security.data_keys", exc) from None
+    try:
+        channels = {"email": EmailChannel.from_settings(settings.email)}
+    except ValueError as exc:
+        raise _config_error("email", exc) from None
+    try:
+        policy = load_policy(settings.policy_file)
+    except InvalidPolicy as exc:
+        raise _config_error("policy_file", exc.detail) from None
+    except OSError as exc:
+        raise _config_error("policy_file", f"{settings.policy_file}: {exc.strerror}") from None
+    try:
+        providers = build_providers(settings.providers)
+    except ProviderConfigError as exc:
+        raise SettingsError(f"invalid configuration:\n  {exc}") from None
     db = Database(create_engine(settings.database))
-    channels = {"email": EmailChannel.from_settings(settings.email)}
     return AppState(
         settings=settings,
         db=db,
         cipher=cipher,
-        policy=load_policy(settings.policy_file),
-        providers=build_providers(settings.providers),
+        policy=policy,
+        providers=providers,
         channels=channels,
         verifier=BearerVerifier(settings.auth, JwksCache(settings.auth)),
         worker=DeliveryWorker(db, channels, cipher=cipher, settings=settings.worker),
     )
+
+
+def _config_error(key: str, reason: object) -> SettingsError:
+    return SettingsError(f"invalid configuration:\n  {key}: {reason}")
 
 
 async def close_state(state: AppState) -> None:

@@ -53,18 +53,21 @@ def serve(
     """Run the API (and, unless worker.embedded=false, the delivery worker in-process)."""
     import uvicorn
 
-    from provisioner.app import create_app
+    from provisioner.app import build_state, close_state, create_app
     from provisioner.migrate import upgrade as upgrade_db
 
     settings = _settings()
-    if upgrade:
-        upgrade_db(settings.database.url)
     try:
-        application = create_app(settings)
+        # Build (and close) everything once before serving, so a bad configuration stops
+        # here with the key's name instead of inside uvicorn's lifespan.
+        run_async(close_state(build_state(settings)))
     except SettingsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    uvicorn.run(application, host=host, port=port, log_config=None, proxy_headers=False)
+    if upgrade:
+        upgrade_db(settings.database.url)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
+                proxy_headers=False)
 
 
 @app.command()
@@ -169,6 +172,29 @@ def audit_verify() -> None:
 
     if not run_async(main()):
         raise typer.Exit(1)
+
+
+@app.command("dev-token")
+def dev_token(
+    email: Annotated[str, typer.Option(help="The caller's email (becomes the host).")],
+    name: Annotated[str, typer.Option(help="The caller's display name.")] = "Dev User",
+    group: Annotated[list[str] | None, typer.Option(help="A group claim; repeatable.")] = None,
+    key_dir: Annotated[Path, typer.Option(help="Where the local signing key lives.")
+                       ] = Path("var/dev-issuer"),
+) -> None:
+    """Development only: print a bearer token from a local issuer (and write its JWKS).
+
+    Point `auth.jwks_file` at KEY_DIR/jwks.json and `auth.issuer` at the printed issuer.
+    """
+    from provisioner.auth.local_issuer import LocalIssuer
+
+    settings = _settings()
+    if settings.environment != "development":
+        typer.echo("dev-token is refused outside environment=development", err=True)
+        raise typer.Exit(2)
+    issuer = LocalIssuer.persistent(key_dir)
+    typer.echo(f"# issuer: {issuer.issuer}  jwks: {key_dir / 'jwks.json'}", err=True)
+    typer.echo(issuer.token(subject=email, email=email, name=name, groups=group or []))
 
 
 @app.command()

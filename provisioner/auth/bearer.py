@@ -70,8 +70,12 @@ class JwksCache:
 
     async def _fetch(self) -> dict[str, Any]:
         if self._settings.jwks_file is not None:
-            text = await asyncio.to_thread(self._settings.jwks_file.read_text)
-            loaded: dict[str, Any] = json.loads(text)
+            try:
+                text = await asyncio.to_thread(self._settings.jwks_file.read_text)
+                loaded: dict[str, Any] = json.loads(text)
+            except (OSError, ValueError):
+                raise AuthenticationFailed("the identity provider's keys are unavailable"
+                                           ) from None
             return loaded
         assert self._settings.jwks_url is not None  # noqa: S101 (checked in __init__)
         client = self._client or httpx.AsyncClient(timeout=httpx.Timeout(5.0))

@@ -6,25 +6,50 @@ brings a real OpenID provider for end-to-end tests). It is never used by `serve`
 
 from __future__ import annotations
 
+import hashlib
 import json
-import secrets
+import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 
 class LocalIssuer:
-    def __init__(self, *, issuer: str = "https://idp.demo.invalid", audience: str = "provisioner"
-                 ) -> None:
+    def __init__(self, *, issuer: str = "https://idp.demo.invalid", audience: str = "provisioner",
+                 key: rsa.RSAPrivateKey | None = None) -> None:
         self.issuer = issuer
         self.audience = audience
-        self.key_id = secrets.token_hex(8)
-        self._key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self._key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        self.key_id = hashlib.sha256(self._key.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        ).hexdigest()[:16]
+
+    @classmethod
+    def persistent(cls, directory: Path, *, issuer: str = "https://idp.dev.invalid"
+                   ) -> LocalIssuer:
+        """An issuer whose key survives restarts (kept 0600 in `directory`), JWKS written."""
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        pem = directory / "key.pem"
+        if pem.exists():
+            loaded = serialization.load_pem_private_key(pem.read_bytes(), password=None)
+            if not isinstance(loaded, rsa.RSAPrivateKey):
+                raise ValueError(f"{pem} is not an RSA key")
+            issuer_ = cls(issuer=issuer, key=loaded)
+        else:
+            issuer_ = cls(issuer=issuer)
+            fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(issuer_._key.private_bytes(
+                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                    serialization.NoEncryption()))
+        issuer_.write_jwks(directory / "jwks.json")
+        return issuer_
 
     def jwks(self) -> dict[str, Any]:
         public: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self._key.public_key()))

@@ -51,7 +51,7 @@ def backoff_seconds(attempt: int, settings: WorkerSettings, *,
                     retry_after: float | None = None) -> float:
     """Full-jitter exponential backoff, but never sooner than the server asked."""
     ceiling = min(settings.backoff_max_seconds,
-                  settings.backoff_base_seconds * 2 ** max(0, attempt - 1))
+                  settings.backoff_base_seconds * 2.0 ** max(0, attempt - 1))
     delay = ceiling * rand()
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.backoff_max_seconds))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import datetime
 from email import policy as email_policy
 from email.message import EmailMessage
 from email.parser import BytesParser
@@ -60,9 +61,10 @@ class TestDeliveredPrivately:
             calendar = calendar_of(message)
             assert str(calendar["METHOD"]) == "REQUEST"
             event = calendar.walk("VEVENT")[0]
+            assert isinstance(event, icalendar.Event)
             assert str(event["UID"]) == f"{created['id']}@provisioner"
-            assert int(event["SEQUENCE"]) == 0
-            assert event["DTSTART"].dt.tzinfo is not None
+            assert event.sequence == 0
+            assert isinstance(event.start, datetime) and event.start.tzinfo is not None
             attendees = event.get("ATTENDEE")
             assert not isinstance(attendees, list)  # only this recipient
             assert str(attendees).lower() == "mailto:" + message["To"].addresses[0].addr_spec
