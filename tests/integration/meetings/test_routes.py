@@ -8,10 +8,12 @@ from typing import Any
 import httpx
 from sqlalchemy import func, select
 
+from provisioner.app import build_state, close_state, create_app
 from provisioner.audit.models import AuditEvent
 from provisioner.auth.local_issuer import LocalIssuer
 from provisioner.delivery.models import Delivery
 from provisioner.meetings.models import Meeting
+from provisioner.settings import Settings
 from provisioner.state import AppState
 from tests.factories import meeting_body
 
@@ -246,3 +248,27 @@ class TestPolicyAndHealth:
         assert create["operationId"] == "meetings-create_meeting"
         assert {"401", "403", "409", "422", "503"} <= set(create["responses"])
         assert "Problem" in schema["components"]["schemas"]
+
+
+class TestIdempotencyAcrossReplicas:
+    async def test_two_app_instances_on_one_database_create_one_meeting(
+            self, settings: Settings, state: AppState, host_headers: dict[str, str]) -> None:
+        """Two replicas (own engines, own pools) race on one key: one meeting, one replay."""
+        other_state = build_state(settings)
+        apps = [create_app(settings, state=s, run_worker=False) for s in (state, other_state)]
+        clients = [httpx.AsyncClient(transport=httpx.ASGITransport(app=a),
+                                     base_url="http://replica.test") for a in apps]
+        try:
+            body = meeting_body()
+            headers = host_headers | {"Idempotency-Key": "replicas"}
+            responses = await asyncio.gather(*(
+                clients[i % 2].post("/api/v1/meetings", json=body, headers=headers)
+                for i in range(6)))
+        finally:
+            for http in clients:
+                await http.aclose()
+            await close_state(other_state)
+        assert {r.status_code for r in responses} == {201}
+        assert len({r.json()["id"] for r in responses}) == 1
+        assert await count(state, Meeting) == 1
+        assert await count(state, Delivery) == 4

@@ -1,0 +1,52 @@
+"""A provider that records calls and can be told to fail or to contradict itself."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+from provisioner.policy.model import Control
+from provisioner.providers.base import (
+    JoinDetails,
+    MeetingSpec,
+    ObservedSettings,
+    ProvisionedMeeting,
+)
+from provisioner.providers.errors import ProviderError
+
+ALL = frozenset(Control)
+
+
+@dataclass
+class FakeProvider:
+    name: str = "fake"
+    capabilities: frozenset[Control] = ALL
+    create_failures: list[ProviderError] = field(default_factory=list)
+    mismatch: dict[Control, str] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    async def create(self, spec: MeetingSpec, *, idempotency_key: str) -> ProvisionedMeeting:
+        if self.create_failures:
+            raise self.create_failures.pop(0)
+        meeting_id = f"fake-{secrets.token_hex(8)}"
+        self.created.append(meeting_id)
+        return ProvisionedMeeting(
+            provider_meeting_id=meeting_id,
+            host=JoinDetails(url=f"https://fake.test/{meeting_id}?role=host",
+                             passcode=secrets.token_hex(6)),
+            shared=JoinDetails(url=f"https://fake.test/{meeting_id}",
+                               passcode=secrets.token_hex(6)),
+            personal={},
+            enforced=self.capabilities,
+        )
+
+    async def verify(self, spec: MeetingSpec, created: ProvisionedMeeting) -> ObservedSettings:
+        return ObservedSettings(confirmed=self.capabilities - set(self.mismatch),
+                                mismatched=dict(self.mismatch))
+
+    async def delete(self, created: ProvisionedMeeting) -> None:
+        self.deleted.append(created.provider_meeting_id)
+
+    async def aclose(self) -> None:
+        return None

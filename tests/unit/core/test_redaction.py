@@ -1,0 +1,45 @@
+"""The redaction backstop: secret keys dropped, token-shaped strings scrubbed."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import structlog
+
+from provisioner.logs import configure_logging
+from provisioner.redaction import REDACTED, redact, scrub_text
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXZhbHVl"
+
+
+class TestRedact:
+    def test_secret_keys_are_dropped_at_any_depth(self) -> None:
+        data = {"meeting": {"id": "m1", "passcode": "p", "join_url": "u"},
+                "items": [{"Authorization": "Bearer x"}], "count": 3}
+        assert redact(data) == {"meeting": {"id": "m1", "passcode": REDACTED,
+                                            "join_url": REDACTED},
+                                "items": [{"Authorization": REDACTED}], "count": 3}
+
+    def test_token_shapes_are_scrubbed_from_text(self) -> None:
+        text = f"join https://meet.example.com/room?jwt={JWT}&x=1 with Bearer abc.def"
+        scrubbed = scrub_text(text)
+        assert JWT not in scrubbed and "abc.def" not in scrubbed
+        assert scrubbed.startswith("join https://meet.example.com/room?")
+        assert scrub_text(f"token {JWT} here") == f"token {REDACTED} here"
+
+
+class TestLogProcessor:
+    def test_log_lines_never_carry_secrets(self) -> None:
+        stream = io.StringIO()
+        configure_logging(level="INFO", fmt="json", stream=stream)
+        try:
+            log = structlog.get_logger("test")
+            log.info("test.logged", passcode="hunter2", note=f"link ?jwt={JWT}")
+            logging.getLogger("stdlib").warning("header Bearer %s", "sekrit-token")
+        finally:
+            logging.getLogger().handlers.clear()
+        output = stream.getvalue()
+        assert "hunter2" not in output and JWT not in output
+        assert "sekrit-token" not in output
+        assert "test.logged" in output
