@@ -1,0 +1,268 @@
+"""What every HTTP-based provider shares: timeouts, one retry policy, a circuit, OAuth tokens.
+
+- `RetryPolicy` decides from the outcome alone: connect errors, timeouts, 429 and
+  502/503/504 are retried; nothing else is (a 500 may follow a create that happened).
+  `Retry-After` is honoured in seconds or as an HTTP date; without it the delay is
+  full-jitter exponential up to a cap. The random source
+  is injectable so tests are deterministic.
+- `Circuit` opens after `threshold` consecutive failures and refuses calls for `cooldown`
+  seconds, so a provider outage fails fast instead of queueing every request behind timeouts.
+- `CachedTokenAuth` is an `httpx.Auth` that fetches an OAuth access token once, reuses it
+  until shortly before it expires, and fetches a new one once if the provider answers 401.
+- `ProviderHttp.request` ties them together and maps failures to typed `ProviderError`s.
+  A create's idempotency key is fixed by the caller before the first attempt, so every retry
+  sends the same one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import structlog
+
+from provisioner.providers.errors import (
+    ProviderAuthFailed,
+    ProviderError,
+    ProviderNotFound,
+    ProviderRejected,
+    ProviderRetriable,
+)
+
+log = structlog.get_logger(__name__)
+
+RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
+
+
+def default_timeout() -> httpx.Timeout:
+    """Every provider call has a limit for each phase; none waits forever."""
+    return httpx.Timeout(connect=5.0, read=15.0, write=10.0, pool=5.0)
+
+
+def parse_retry_after(value: str | None, *, now: Callable[[], datetime] | None = None
+                      ) -> float | None:
+    """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    current = (now or (lambda: datetime.now(UTC)))()
+    return max(0.0, (when - current).total_seconds())
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 4
+    base_seconds: float = 0.5
+    cap_seconds: float = 8.0
+    max_retry_after_seconds: float = 30.0
+
+    def delay(self, attempt: int, *, retry_after: float | None,
+              rand: Callable[[], float]) -> float:
+        """Delay before attempt `attempt + 1`; the server's Retry-After wins when given."""
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after_seconds)
+        return min(self.cap_seconds, self.base_seconds * 2.0 ** (attempt - 1)) * rand()
+
+
+class Circuit:
+    """Consecutive-failure circuit breaker (closed -> open -> half-open on the next call)."""
+
+    def __init__(self, *, threshold: int = 5, cooldown_seconds: float = 30.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._threshold = threshold
+        self._cooldown = cooldown_seconds
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+
+    @property
+    def open(self) -> bool:
+        if self._opened_at is None:
+            return False
+        if self._clock() - self._opened_at >= self._cooldown:
+            return False  # half-open: let the next call probe
+        return True
+
+    def remaining(self) -> float:
+        if self._opened_at is None:
+            return 0.0
+        return max(0.0, self._cooldown - (self._clock() - self._opened_at))
+
+    def record_success(self) -> None:
+        self._failures = 0
+        self._opened_at = None
+
+    def record_failure(self) -> None:
+        self._failures += 1
+        if self._failures >= self._threshold:
+            self._opened_at = self._clock()
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    value: str
+    expires_at: float
+
+
+TokenFetcher = Callable[[httpx.AsyncClient], Awaitable[AccessToken]]
+
+
+class CachedTokenAuth(httpx.Auth):
+    """Bearer auth with a token cached until `skew_seconds` before expiry; refresh once on 401.
+
+    `fetch` obtains a token (client credentials, JWT bearer grant...) using the client it is
+    given; it must raise `ProviderAuthFailed` when the credentials are refused.
+    """
+
+    def __init__(self, fetch: TokenFetcher, *, client: Callable[[], httpx.AsyncClient],
+                 skew_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        self._fetch = fetch
+        self._client = client
+        self._skew = skew_seconds
+        self._clock = clock
+        self._token: AccessToken | None = None
+        self._lock = asyncio.Lock()
+        self.fetches = 0
+
+    async def _current(self, *, force: bool = False) -> str:
+        async with self._lock:
+            stale = (self._token is None
+                     or self._token.expires_at - self._skew <= self._clock())
+            if force or stale:
+                self._token = await self._fetch(self._client())
+                self.fetches += 1
+            assert self._token is not None  # noqa: S101 (set just above)
+            return self._token.value
+
+    async def async_auth_flow(self, request: httpx.Request
+                              ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        request.headers["Authorization"] = f"Bearer {await self._current()}"
+        response = yield request
+        if response.status_code == 401:
+            request.headers["Authorization"] = f"Bearer {await self._current(force=True)}"
+            yield request
+
+
+ErrorMapper = Callable[[httpx.Response], ProviderError | None]
+
+
+class ProviderHttp:
+    """One provider's HTTP client: base URL, auth, timeouts, retries, circuit, error mapping.
+
+    `map_error` may turn a provider-specific error body into a typed error (for example
+    naming the rejected field); when it returns None the status decides.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        *,
+        base_url: str,
+        auth: httpx.Auth | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        timeout: httpx.Timeout | None = None,
+        retry: RetryPolicy | None = None,
+        circuit: Circuit | None = None,
+        map_error: ErrorMapper | None = None,
+        rand: Callable[[], float] = random.random,  # noqa: S311 (jitter, not secrecy)
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.provider = provider
+        self.client = httpx.AsyncClient(base_url=base_url, auth=auth, transport=transport,
+                                        timeout=timeout or default_timeout(),
+                                        headers=dict(headers or {}))
+        self._retry = retry or RetryPolicy()
+        self._circuit = circuit or Circuit()
+        self._map_error = map_error
+        self._rand = rand
+        self._sleep = sleep
+
+    async def request(self, method: str, url: str, *, json: Any = None,
+                      params: Mapping[str, Any] | None = None,
+                      headers: Mapping[str, str] | None = None,
+                      expect: tuple[int, ...] = (200, 201, 202, 204)) -> httpx.Response:
+        """Send with retries; return the response whose status is in `expect`.
+
+        Raises:
+            ProviderRetriable: still failing after the last attempt, or the circuit is open.
+            ProviderRejected / ProviderAuthFailed / ProviderNotFound: a final 4xx.
+        """
+        if self._circuit.open:
+            raise ProviderRetriable(f"{self.provider} circuit is open after repeated failures",
+                                    provider=self.provider,
+                                    retry_after=self._circuit.remaining())
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                response = await self.client.request(method, url, json=json, params=params,
+                                                      headers=headers)
+            except (httpx.TimeoutException, httpx.NetworkError) as exc:
+                error: ProviderError = ProviderRetriable(
+                    f"{self.provider} {method} {_path(url)}: {type(exc).__name__}",
+                    provider=self.provider)
+            else:
+                if response.status_code in expect:
+                    self._circuit.record_success()
+                    return response
+                error = self._error_for(response, method, url)
+                if not isinstance(error, ProviderRetriable):
+                    if response.status_code < 500:
+                        self._circuit.record_success()  # the provider is up; we were wrong
+                    else:
+                        self._circuit.record_failure()
+                    raise error
+                retry_after = error.retry_after
+            self._circuit.record_failure()
+            if attempt >= self._retry.max_attempts or self._circuit.open:
+                raise error
+            delay = self._retry.delay(attempt, retry_after=retry_after, rand=self._rand)
+            log.warning("provider.retry_scheduled", provider=self.provider, method=method,
+                        path=_path(url), attempt=attempt, delay_seconds=round(delay, 2),
+                        error_type=type(error).__name__)
+            await self._sleep(delay)
+
+    def _error_for(self, response: httpx.Response, method: str, url: str) -> ProviderError:
+        status = response.status_code
+        where = f"{self.provider} {method} {_path(url)} answered {status}"
+        if status in RETRIABLE_STATUS:
+            return ProviderRetriable(where, provider=self.provider,
+                                     retry_after=parse_retry_after(
+                                         response.headers.get("retry-after")))
+        if status >= 500:
+            # A 500 may come after the provider acted: not retried blindly (a create could
+            # happen twice); the caller decides, e.g. by looking the meeting up first.
+            return ProviderError(where, provider=self.provider)
+        mapped = self._map_error(response) if self._map_error else None
+        if mapped is not None:
+            return mapped
+        if status in (401, 403):
+            return ProviderAuthFailed(where, provider=self.provider)
+        if status == 404:
+            return ProviderNotFound(where, provider=self.provider)
+        return ProviderRejected(where, provider=self.provider)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _path(url: str) -> str:
+    """The path only: query strings can carry tokens and never reach a log or an error."""
+    return url.split("?", 1)[0]
