@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NODE_STAMP := tests/node/node_modules/.installed
 
 .PHONY: demo test lint format serve clean
 
@@ -12,10 +13,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The real servers the tests start (Prism; later the OpenID provider). Skipped without npm:
+# the tests that need them then skip with a reason (and fail under CI=true).
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then \
+		cd tests/node && npm ci --no-audit --no-fund --loglevel=error && touch node_modules/.installed; \
+	else echo "npm not found: tests needing node will be skipped" >&2; fi
+
 demo: $(STAMP)
 	$(BIN)/provisioner demo
 
-test: $(STAMP)
+test: $(STAMP) $(NODE_STAMP)
 	@# pytest exits 5 when it collected nothing: that is a failure, not a pass.
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo 'no tests were collected' >&2; exit 1; fi; exit $$status

@@ -32,6 +32,7 @@ from provisioner.providers.errors import (
     ProviderRejected,
     ProviderRetriable,
     ProviderUnknown,
+    ProviderUnsupported,
 )
 from provisioner.redaction import scrub_text
 
@@ -53,6 +54,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ProvisionerError], int], ...] = (
     (ControlNotEnforceable, 422),
     (VerificationFailed, 502),
     (ProviderUnknown, 422),
+    (ProviderUnsupported, 422),
     (ProviderRejected, 422),
     (ProviderNotFound, 502),
     (ProviderAuthFailed, 502),

@@ -304,7 +304,7 @@ async def _fail(
     deleted = False
     if created is not None:
         try:
-            await provider.delete(created)
+            await provider.delete(created.ref)
             deleted = True
         except ProviderError as exc:
             log.warning("meeting.cleanup_failed", meeting_id=meeting_id,

@@ -9,12 +9,24 @@ provider for something it did not declare, and a provider never silently drops a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from provisioner.policy.model import Control, MeetingSettings
+
+
+class Feature(StrEnum):
+    """Lifecycle operations beyond create/verify/delete that a provider may offer.
+
+    The service never calls a method whose feature is missing; it tells the user instead.
+    """
+
+    RESCHEDULE = "reschedule"          # `update` keeps the same meeting and links
+    END_FOR_ALL = "end_for_all"        # `end` removes everyone from a running meeting
+    PARTICIPANTS = "participants"      # `list_participants` returns live or past attendees
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,10 @@ class ProvisionedMeeting:
     enforced: frozenset[Control]
     reference: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def ref(self) -> MeetingRef:
+        return MeetingRef(self.provider_meeting_id, self.reference)
+
     def join_for(self, email: str) -> JoinDetails:
         """The join details to send to one invitee."""
         personal = self.personal.get(email.lower())
@@ -81,6 +97,26 @@ class ProvisionedMeeting:
         if self.shared is None:
             raise LookupError("the provider issued no join details for this invitee")
         return self.shared
+
+
+@dataclass(frozen=True)
+class MeetingRef:
+    """Enough to find a meeting at the provider again later (stored, non-secret)."""
+
+    provider_meeting_id: str
+    reference: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Participant:
+    """Someone the provider saw in the meeting. `email` is None when the provider hides it,
+    in which case only `name` can be compared with the invite list (a weak match)."""
+
+    name: str
+    email: str | None
+    joined_at: datetime | None = None
+    left_at: datetime | None = None
+    provider_participant_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +137,7 @@ class MeetingProvider(Protocol):
 
     name: str
     capabilities: frozenset[Control]
+    features: frozenset[Feature]
 
     async def create(self, spec: MeetingSpec, *, idempotency_key: str) -> ProvisionedMeeting:
         """Create one new, unique meeting applying `spec.settings`.
@@ -129,11 +166,38 @@ class MeetingProvider(Protocol):
         """
         ...
 
-    async def delete(self, created: ProvisionedMeeting) -> None:
-        """Remove a meeting we created (used when verification fails or persisting fails).
+    async def update(self, spec: MeetingSpec, meeting: MeetingRef) -> ProvisionedMeeting:
+        """Move or rename the same meeting (feature RESCHEDULE); links stay valid where the
+        provider keeps them, and the returned join details are what invitees should get now.
+
+        Raises:
+            ProviderNotFound, ProviderRetriable, ProviderRejected.
+        """
+        ...
+
+    async def delete(self, meeting: MeetingRef) -> None:
+        """Remove a meeting we created (cancellation, failed verification, failed persist).
+
+        Deleting a meeting that is already gone is not an error.
 
         Raises:
             ProviderRetriable: the delete failed transiently.
+        """
+        ...
+
+    async def end(self, meeting: MeetingRef) -> None:
+        """End a running meeting for everyone (feature END_FOR_ALL).
+
+        Raises:
+            ProviderNotFound, ProviderRetriable.
+        """
+        ...
+
+    async def list_participants(self, meeting: MeetingRef) -> Sequence[Participant]:
+        """Live or past participants (feature PARTICIPANTS).
+
+        Raises:
+            ProviderNotFound, ProviderRetriable.
         """
         ...
 

@@ -5,7 +5,8 @@
     ├── ProviderRejected(field)          4xx the provider will repeat
     ├── ProviderAuthFailed               our credentials were refused
     ├── ProviderNotFound                 the meeting is gone
-    └── ProviderUnknown                  the request names a provider that is not configured
+    ├── ProviderUnknown                  the request names a provider that is not configured
+    └── ProviderUnsupported(feature)     the provider has no API for this operation
 """
 
 from __future__ import annotations
@@ -55,3 +56,14 @@ class ProviderNotFound(ProviderError):
 class ProviderUnknown(ProviderError):
     code: ClassVar[str] = "unknown-provider"
     title: ClassVar[str] = "No such meeting provider is configured"
+
+
+class ProviderUnsupported(ProviderError):
+    """The provider has no API for the operation; say so plainly instead of pretending."""
+
+    code: ClassVar[str] = "provider-feature-unsupported"
+    title: ClassVar[str] = "The meeting provider cannot do this"
+
+    def __init__(self, detail: str, *, provider: str, feature: str) -> None:
+        super().__init__(detail, provider=provider)
+        self.feature = feature

@@ -7,9 +7,12 @@ from dataclasses import dataclass, field
 
 from provisioner.policy.model import Control
 from provisioner.providers.base import (
+    Feature,
     JoinDetails,
+    MeetingRef,
     MeetingSpec,
     ObservedSettings,
+    Participant,
     ProvisionedMeeting,
 )
 from provisioner.providers.errors import ProviderError
@@ -21,6 +24,9 @@ ALL = frozenset(Control)
 class FakeProvider:
     name: str = "fake"
     capabilities: frozenset[Control] = ALL
+    features: frozenset[Feature] = frozenset(Feature)
+    participants: list[Participant] = field(default_factory=list)
+    ended: list[str] = field(default_factory=list)
     create_failures: list[ProviderError] = field(default_factory=list)
     mismatch: dict[Control, str] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
@@ -45,8 +51,23 @@ class FakeProvider:
         return ObservedSettings(confirmed=self.capabilities - set(self.mismatch),
                                 mismatched=dict(self.mismatch))
 
-    async def delete(self, created: ProvisionedMeeting) -> None:
-        self.deleted.append(created.provider_meeting_id)
+    async def update(self, spec: MeetingSpec, meeting: MeetingRef) -> ProvisionedMeeting:
+        return ProvisionedMeeting(
+            provider_meeting_id=meeting.provider_meeting_id,
+            host=JoinDetails(url=f"https://fake.test/{meeting.provider_meeting_id}?role=host",
+                             passcode=secrets.token_hex(6)),
+            shared=JoinDetails(url=f"https://fake.test/{meeting.provider_meeting_id}",
+                               passcode=secrets.token_hex(6)),
+            personal={}, enforced=self.capabilities, reference=meeting.reference)
+
+    async def delete(self, meeting: MeetingRef) -> None:
+        self.deleted.append(meeting.provider_meeting_id)
+
+    async def end(self, meeting: MeetingRef) -> None:
+        self.ended.append(meeting.provider_meeting_id)
+
+    async def list_participants(self, meeting: MeetingRef) -> list[Participant]:
+        return list(self.participants)
 
     async def aclose(self) -> None:
         return None

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import secrets
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -58,13 +58,16 @@ import jwt
 
 from provisioner.policy.model import Control, MeetingSettings
 from provisioner.providers.base import (
+    Feature,
     JoinDetails,
+    MeetingRef,
     MeetingSpec,
     ObservedSettings,
+    Participant,
     Person,
     ProvisionedMeeting,
 )
-from provisioner.providers.errors import ProviderRejected
+from provisioner.providers.errors import ProviderRejected, ProviderUnsupported
 from provisioner.providers.jitsi import tokens
 from provisioner.providers.jitsi.config import JitsiConfig
 
@@ -126,6 +129,9 @@ class JitsiProvider:
             Control.MAX_DURATION,
         }
     )
+    # Rescheduling re-mints tokens for the same room. Ending a call or listing who is in it
+    # needs server modules (end-meeting, room metadata) that stock Jitsi lacks.
+    features: frozenset[Feature] = frozenset({Feature.RESCHEDULE})
 
     def __init__(self, config: JitsiConfig, *, clock: Callable[[], datetime] | None = None) -> None:
         self._config = config
@@ -153,16 +159,27 @@ class JitsiProvider:
                 `max_duration_minutes`), or a participant's address is outside the
                 domains the settings allow; `field` names the part of the spec.
         """
-        now = self._clock()
-        self._check_schedule(spec, now)
-        self._check_people(spec)
-        window = self._window(spec, issued_at=now)
         room = tokens.room_name(
             self._keys,
             prefix=self._config.room_prefix,
             idempotency_key=idempotency_key,
             meeting_id=spec.meeting_id,
         )
+        return self._mint(spec, room)
+
+    async def update(self, spec: MeetingSpec, meeting: MeetingRef) -> ProvisionedMeeting:
+        """Reschedule: the same room, new tokens whose window matches the new times.
+
+        The old tokens cannot be revoked and stay valid until their own `exp`; the service
+        re-delivers the new links with a higher SEQUENCE so calendars replace the old ones.
+        """
+        return self._mint(spec, meeting.provider_meeting_id)
+
+    def _mint(self, spec: MeetingSpec, room: str) -> ProvisionedMeeting:
+        now = self._clock()
+        self._check_schedule(spec, now)
+        self._check_people(spec)
+        window = self._window(spec, issued_at=now)
         passcode = (
             generate_passcode(spec.settings.passcode_min_length)
             if spec.settings.passcode_required
@@ -247,7 +264,7 @@ class JitsiProvider:
             mismatched=mismatched,
         )
 
-    async def delete(self, created: ProvisionedMeeting) -> None:
+    async def delete(self, meeting: MeetingRef) -> None:
         """Nothing to delete: Jitsi keeps no meeting record.
 
         Tokens already minted cannot be revoked; they stop admitting anyone at `exp`
@@ -255,6 +272,17 @@ class JitsiProvider:
         is bounded. Links we never deliver are simply forgotten with the meeting row.
         """
         return None
+
+    async def end(self, meeting: MeetingRef) -> None:
+        """Stock Jitsi has no API to end a call for everyone; the host ends it in the room."""
+        raise ProviderUnsupported("Jitsi has no API to end a meeting for everyone; the host "
+                                  "can end it from the meeting (moderator: End for all)",
+                                  provider=self.name, feature=Feature.END_FOR_ALL)
+
+    async def list_participants(self, meeting: MeetingRef) -> Sequence[Participant]:
+        """Stock Jitsi publishes no participant list through an API."""
+        raise ProviderUnsupported("Jitsi has no API listing who is in a room",
+                                  provider=self.name, feature=Feature.PARTICIPANTS)
 
     async def aclose(self) -> None:
         """Nothing to release: this provider holds no network client."""

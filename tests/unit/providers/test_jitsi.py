@@ -19,13 +19,14 @@ from pydantic import ValidationError
 
 from provisioner.policy.model import Chat, Control, MeetingSettings, Presenters
 from provisioner.providers.base import (
+    Feature,
     JoinDetails,
     MeetingProvider,
     MeetingSpec,
     Person,
     ProvisionedMeeting,
 )
-from provisioner.providers.errors import ProviderRejected
+from provisioner.providers.errors import ProviderRejected, ProviderUnsupported
 from provisioner.providers.jitsi import JitsiConfig, JitsiProvider, tokens
 from provisioner.providers.jitsi import provider as provider_module
 
@@ -321,10 +322,31 @@ class TestContract:
     async def test_delete_and_aclose_need_no_server(self, provider: JitsiProvider) -> None:
         spec = make_spec()
         created = await provider.create(spec, idempotency_key="k")
-        await provider.delete(created)
+        await provider.delete(created.ref)
         await provider.aclose()
         # Nothing was revoked: the tokens stay valid until exp, as documented.
         assert (await provider.verify(spec, created)).mismatched == {}
+
+
+class TestLifecycle:
+    async def test_reschedule_keeps_the_room_and_moves_the_window(
+            self, provider: JitsiProvider) -> None:
+        spec = make_spec()
+        created = await provider.create(spec, idempotency_key="k")
+        later = replace(spec, start=spec.start + timedelta(days=1))
+        moved = await provider.update(later, created.ref)
+        assert moved.provider_meeting_id == created.provider_meeting_id
+        assert moved.host.url != created.host.url
+        assert (await provider.verify(later, moved)).mismatched == {}
+        assert Feature.RESCHEDULE in provider.features
+
+    async def test_end_and_participants_say_plainly_they_are_unsupported(
+            self, provider: JitsiProvider) -> None:
+        created = await provider.create(make_spec(), idempotency_key="k")
+        for call in (provider.end, provider.list_participants):
+            with pytest.raises(ProviderUnsupported):
+                await call(created.ref)
+        assert Feature.END_FOR_ALL not in provider.features
 
 
 class TestRoomName:
