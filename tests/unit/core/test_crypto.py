@@ -64,5 +64,5 @@ class TestCipherFromSettings:
             cipher_from_settings(SecuritySettings(data_key_file=tmp_path / "k"),
                                  development=False)
         configured = SecuritySettings(
-            data_keys={"k1": base64.b64encode(key()).decode()})  # type: ignore[dict-item]
+            data_keys={"k1": base64.b64encode(key()).decode()})
         assert cipher_from_settings(configured, development=False)
