@@ -21,6 +21,7 @@ from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKe
 from provisioner.meetings.errors import (
     ControlNotEnforceable,
     InvalidRequest,
+    MeetingNotChangeable,
     MeetingNotFound,
     VerificationFailed,
 )
@@ -47,6 +48,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ProvisionerError], int], ...] = (
     (PermissionDenied, 403),
     (MeetingNotFound, 404),
     (IdempotencyKeyInFlight, 409),
+    (MeetingNotChangeable, 409),
     (IdempotencyKeyReused, 422),
     (PolicyViolation, 422),
     (InvalidPolicy, 409),  # the caller's groups combine into a policy nobody can meet

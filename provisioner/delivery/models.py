@@ -16,6 +16,7 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"      # claimed by a worker until `lease_until`
     SENT = "sent"
     DEAD = "dead"            # gave up after max attempts or a permanent refusal
+    SUPERSEDED = "superseded"  # a newer message (reschedule, cancel) replaced it unsent
 
 
 class Delivery(Base):

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from provisioner.meetings.errors import VerificationFailed
 from provisioner.policy.model import Chat, Control, EffectivePolicy, MeetingSettings, Presenters
+from provisioner.providers.base import ObservedSettings, ProvisionedMeeting
 
 
 def restrictive_controls(settings: MeetingSettings) -> frozenset[Control]:
@@ -54,3 +56,27 @@ def plan_enforcement(policy: EffectivePolicy, capabilities: frozenset[Control]
         unenforceable_required=missing & policy.must_enforce,
         not_enforced=missing,
     )
+
+
+def confirmed_enforcement(wanted: frozenset[Control], created: ProvisionedMeeting,
+                          observed: ObservedSettings, *, meeting_id: str
+                          ) -> tuple[frozenset[Control], frozenset[Control]]:
+    """(enforced, not_enforced) after the read-back; a contradiction is an error.
+
+    A control counts as enforced only if the provider claimed to apply it AND the read-back
+    confirmed it. If the read-back contradicts a control the provider claimed, the meeting
+    is not what the policy demands, and `VerificationFailed` is raised.
+
+    Raises:
+        VerificationFailed: the read-back contradicted a claimed control.
+    """
+    claimed = created.enforced & wanted
+    contradicted = {control: what for control, what in observed.mismatched.items()
+                    if control in claimed}
+    if contradicted:
+        raise VerificationFailed(
+            "the provider's read-back contradicted: "
+            + ", ".join(f"{c} ({w})" for c, w in sorted(contradicted.items())),
+            meeting_id=meeting_id)
+    enforced = claimed & observed.confirmed
+    return enforced, wanted - enforced

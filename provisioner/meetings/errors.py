@@ -39,3 +39,15 @@ class VerificationFailed(ProvisionerError):
     def __init__(self, detail: str, *, meeting_id: str) -> None:
         super().__init__(detail)
         self.meeting_id = meeting_id
+
+
+class MeetingNotChangeable(ProvisionerError):
+    """The meeting's state does not allow this change (cancelled, ended, failed...)."""
+
+    code: ClassVar[str] = "meeting-not-changeable"
+    title: ClassVar[str] = "The meeting can no longer be changed"
+
+    def __init__(self, meeting_id: str, *, state: str) -> None:
+        super().__init__(f"meeting {meeting_id} is {state}")
+        self.meeting_id = meeting_id
+        self.state = state

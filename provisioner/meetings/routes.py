@@ -17,11 +17,19 @@ from provisioner.idempotency.service import request_fingerprint
 from provisioner.meetings.errors import (
     ControlNotEnforceable,
     InvalidRequest,
+    MeetingNotChangeable,
     MeetingNotFound,
     VerificationFailed,
 )
+from provisioner.meetings.lifecycle import cancel_meeting, end_meeting, reschedule_meeting
 from provisioner.meetings.read import meeting_read
-from provisioner.meetings.schemas import MeetingCreate, MeetingList, MeetingRead, MeetingSummary
+from provisioner.meetings.schemas import (
+    MeetingCreate,
+    MeetingList,
+    MeetingRead,
+    MeetingSummary,
+    MeetingUpdate,
+)
 from provisioner.meetings.service import (
     delivery_status_by_invitee,
     get_meeting_for_host,
@@ -30,7 +38,12 @@ from provisioner.meetings.service import (
 )
 from provisioner.policy.errors import PolicyViolation
 from provisioner.problems import responses
-from provisioner.providers.errors import ProviderRetriable, ProviderUnknown
+from provisioner.providers.base import MeetingProvider
+from provisioner.providers.errors import (
+    ProviderRetriable,
+    ProviderUnknown,
+    ProviderUnsupported,
+)
 from provisioner.providers.registry import pick
 
 router = APIRouter(prefix="/api/v1/meetings", tags=["meetings"])
@@ -136,3 +149,65 @@ async def get_meeting(
     body = meeting_read(meeting, cipher=state.cipher, include_host_join=True,
                         delivery_status=status)
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
+
+
+MeetingId = Annotated[str, Path(max_length=64)]
+LIFECYCLE_PROBLEMS = responses(MeetingNotFound, MeetingNotChangeable, ProviderUnsupported,
+                               ProviderRetriable, VerificationFailed, AuthenticationFailed,
+                               PermissionDenied)
+
+
+async def _provider_of(state: StateDep, meeting_id: str, principal: CurrentPrincipal
+                       ) -> MeetingProvider:
+    # A short session of its own: the lifecycle services open theirs around the provider
+    # call, and on SQLite's single connection a request-long session would block them.
+    async with state.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=principal)
+    return pick(state.providers, meeting.provider)
+
+
+@router.patch(
+    "/{meeting_id}",
+    response_model=MeetingRead,
+    dependencies=[require_scope("meetings:write")],
+    responses=LIFECYCLE_PROBLEMS | responses(InvalidRequest),
+)
+async def reschedule(meeting_id: MeetingId, body: MeetingUpdate, principal: CurrentPrincipal,
+                     state: StateDep) -> JSONResponse:
+    """Move or rename a meeting; everyone gets an updated invitation (same UID, higher SEQUENCE)."""
+    provider = await _provider_of(state, meeting_id, principal)
+    result = await reschedule_meeting(state.provisioning, meeting_id=meeting_id,
+                                      host=principal, change=body, provider=provider)
+    state.worker.wake()
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+
+@router.delete(
+    "/{meeting_id}",
+    response_model=MeetingRead,
+    dependencies=[require_scope("meetings:write")],
+    responses=LIFECYCLE_PROBLEMS,
+)
+async def cancel(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep
+                 ) -> JSONResponse:
+    """Cancel a meeting: deleted at the provider, a cancellation sent to everyone."""
+    provider = await _provider_of(state, meeting_id, principal)
+    result = await cancel_meeting(state.provisioning, meeting_id=meeting_id, host=principal,
+                                  provider=provider)
+    state.worker.wake()
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+
+@router.post(
+    "/{meeting_id}/end",
+    response_model=MeetingRead,
+    dependencies=[require_scope("meetings:write")],
+    responses=LIFECYCLE_PROBLEMS,
+)
+async def end(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep
+              ) -> JSONResponse:
+    """End a running meeting for everyone, where the provider has an API for it."""
+    provider = await _provider_of(state, meeting_id, principal)
+    result = await end_meeting(state.provisioning, meeting_id=meeting_id, host=principal,
+                               provider=provider)
+    return JSONResponse(result, headers={"Cache-Control": "no-store"})

@@ -97,6 +97,36 @@ class MeetingCreate(BaseModel):
         return self
 
 
+class MeetingUpdate(BaseModel):
+    """A reschedule: any of these, the rest stays. Invitees get an updated invitation."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    topic: Text200 | None = None
+    start: datetime | None = None
+    duration_minutes: int | None = Field(default=None, ge=1, le=1440)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None and value not in available_timezones():
+            raise ValueError("must be an IANA time zone name such as 'Europe/Berlin'")
+        return value
+
+    @model_validator(mode="after")
+    def _something_changes(self) -> MeetingUpdate:
+        if not self.model_fields_set:
+            raise ValueError("name at least one of topic, start, duration_minutes, timezone")
+        return self
+
+    def aware_start(self, timezone: str) -> datetime | None:
+        """`start` with its offset, or read in `timezone` when it has none."""
+        if self.start is None or self.start.tzinfo is not None:
+            return self.start
+        return self.start.replace(tzinfo=ZoneInfo(timezone))
+
+
 class JoinRead(BaseModel):
     url: str
     passcode: str | None

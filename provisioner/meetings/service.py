@@ -31,7 +31,7 @@ from provisioner.audit.service import record_event
 from provisioner.auth.principal import Principal
 from provisioner.crypto import FieldCipher
 from provisioner.db import Database, utcnow
-from provisioner.delivery.base import Method, Role
+from provisioner.delivery.base import Method
 from provisioner.delivery.models import Delivery
 from provisioner.errors import FieldError
 from provisioner.idempotency.service import (
@@ -42,7 +42,7 @@ from provisioner.idempotency.service import (
     release_key,
 )
 from provisioner.meetings.codec import settings_to_json
-from provisioner.meetings.enforcement import plan_enforcement
+from provisioner.meetings.enforcement import confirmed_enforcement, plan_enforcement
 from provisioner.meetings.errors import (
     ControlNotEnforceable,
     InvalidRequest,
@@ -51,6 +51,7 @@ from provisioner.meetings.errors import (
 )
 from provisioner.meetings.joins import seal_join
 from provisioner.meetings.models import Invitee, Meeting, MeetingState
+from provisioner.meetings.outbox import queue_deliveries
 from provisioner.meetings.read import meeting_read
 from provisioner.meetings.schemas import MeetingCreate
 from provisioner.policy.document import PolicyDocument
@@ -202,16 +203,8 @@ async def provision_meeting(
     try:
         created = await provider.create(spec, idempotency_key=idempotency_key or meeting_id)
         observed = await provider.verify(spec, created)
-        claimed_enforced = created.enforced & plan.wanted
-        contradicted = {control: what for control, what in observed.mismatched.items()
-                        if control in claimed_enforced}
-        if contradicted:
-            raise VerificationFailed(
-                "the provider's read-back contradicted: "
-                + ", ".join(f"{c} ({w})" for c, w in sorted(contradicted.items())),
-                meeting_id=meeting_id)
-        enforced = claimed_enforced & observed.confirmed
-        not_enforced = plan.wanted - enforced
+        enforced, not_enforced = confirmed_enforcement(plan.wanted, created, observed,
+                                                       meeting_id=meeting_id)
         body = await _store_verified(deps, spec=spec, created=created, enforced=enforced,
                                      not_enforced=not_enforced, requester=requester,
                                      claim=claim)
@@ -246,13 +239,7 @@ async def _store_verified(
         meeting.host_join_secret = seal_join(cipher, created.host, table="meetings",
                                              row_id=meeting.id)
         meeting.state = MeetingState.VERIFIED
-        sequence = meeting.sequence
         invitee_rows: list[Invitee] = []
-        deliveries = [Delivery(
-            id=str(uuid.uuid4()), meeting_id=meeting.id, invitee_id=None, role=Role.HOST,
-            channel="email", recipient_email=spec.host.email, recipient_name=spec.host.name,
-            method=Method.REQUEST, sequence=sequence,
-        )]
         for position, person in enumerate(spec.invitees):
             invitee_id = str(uuid.uuid4())
             join = created.join_for(person.email)
@@ -261,15 +248,9 @@ async def _store_verified(
                 name=person.name, personal_link=person.email.lower() in created.personal,
                 join_secret=seal_join(cipher, join, table="invitees", row_id=invitee_id),
             ))
-            deliveries.append(Delivery(
-                id=str(uuid.uuid4()), meeting_id=meeting.id, invitee_id=invitee_id,
-                role=Role.INVITEE, channel="email", recipient_email=person.email,
-                recipient_name=person.name, method=Method.REQUEST, sequence=sequence,
-            ))
         session.add_all(invitee_rows)
         await session.flush()  # deliveries refer to invitees; no ORM relationship orders them
-        session.add_all(deliveries)
-        await session.flush()
+        deliveries = await queue_deliveries(session, meeting, invitee_rows, method=Method.REQUEST)
         await record_event(session, actor=requester.subject, action="meeting.created",
                            target_type="meeting", target_id=meeting.id,
                            details={"provider": meeting.provider,

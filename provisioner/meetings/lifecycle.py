@@ -1,0 +1,196 @@
+"""After creation: reschedule, cancel and end a meeting, telling everyone privately.
+
+Each operation follows the provisioning pattern: read what we need in a short transaction,
+call the provider with no transaction open, then write the new state, the audit event and
+one outbox delivery per person (REQUEST with a higher SEQUENCE for a reschedule, CANCEL for
+a cancellation) together. A provider without the feature is never called; the caller gets
+`ProviderUnsupported` saying so plainly.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import structlog
+
+from provisioner.audit.service import record_event
+from provisioner.auth.principal import Principal
+from provisioner.db import utcnow
+from provisioner.delivery.base import Method
+from provisioner.errors import FieldError
+from provisioner.meetings.codec import settings_from_json
+from provisioner.meetings.enforcement import confirmed_enforcement, restrictive_controls
+from provisioner.meetings.errors import InvalidRequest, MeetingNotChangeable
+from provisioner.meetings.joins import seal_join
+from provisioner.meetings.models import Meeting, MeetingState
+from provisioner.meetings.outbox import queue_deliveries
+from provisioner.meetings.read import meeting_read
+from provisioner.meetings.schemas import MeetingUpdate
+from provisioner.meetings.service import (
+    START_SKEW,
+    Provisioning,
+    delivery_status_by_invitee,
+    get_meeting_for_host,
+)
+from provisioner.providers.base import (
+    Feature,
+    MeetingProvider,
+    MeetingRef,
+    MeetingSpec,
+    Person,
+)
+from provisioner.providers.errors import ProviderNotFound, ProviderUnsupported
+
+log = structlog.get_logger(__name__)
+
+CHANGEABLE = frozenset({MeetingState.VERIFIED, MeetingState.DELIVERING,
+                        MeetingState.DELIVERED})
+
+
+def _require(provider: MeetingProvider, feature: Feature) -> None:
+    if feature not in provider.features:
+        raise ProviderUnsupported(f"{provider.name} has no API to {feature.replace('_', ' ')}",
+                                  provider=provider.name, feature=feature)
+
+
+def _ref(meeting: Meeting) -> MeetingRef:
+    if meeting.provider_meeting_id is None:
+        raise MeetingNotChangeable(meeting.id, state=meeting.state)
+    return MeetingRef(meeting.provider_meeting_id, dict(meeting.reference))
+
+
+def _check_changeable(meeting: Meeting) -> None:
+    if meeting.state not in CHANGEABLE:
+        raise MeetingNotChangeable(meeting.id, state=meeting.state)
+
+
+async def _body(deps: Provisioning, meeting_id: str, host: Principal) -> dict[str, Any]:
+    async with deps.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        status = await delivery_status_by_invitee(session, meeting.id)
+        return meeting_read(meeting, cipher=deps.cipher, include_host_join=True,
+                            delivery_status=status)
+
+
+async def reschedule_meeting(deps: Provisioning, *, meeting_id: str, host: Principal,
+                             change: MeetingUpdate, provider: MeetingProvider
+                             ) -> dict[str, Any]:
+    """Move or rename the same meeting and re-invite everyone with a higher SEQUENCE.
+
+    Raises:
+        MeetingNotFound: not the caller's meeting.
+        MeetingNotChangeable: cancelled, ended or failed meetings stay as they are.
+        InvalidRequest: the new times are in the past or exceed the meeting's maximum.
+        ProviderUnsupported: the provider cannot reschedule.
+        ProviderError / VerificationFailed: the provider failed or did not apply it.
+    """
+    _require(provider, Feature.RESCHEDULE)
+    async with deps.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        _check_changeable(meeting)
+        settings = settings_from_json(meeting.settings)
+        timezone = change.timezone or meeting.timezone
+        start = change.aware_start(timezone) or meeting.starts_at
+        minutes = change.duration_minutes or int(
+            (meeting.ends_at - meeting.starts_at).total_seconds() // 60)
+        spec = MeetingSpec(
+            meeting_id=meeting.id, topic=change.topic or meeting.topic, start=start,
+            duration=timedelta(minutes=minutes), timezone=timezone,
+            host=Person(email=meeting.host_email, name=meeting.host_name),
+            invitees=tuple(Person(email=i.email, name=i.name) for i in meeting.invitees),
+            settings=settings)
+        ref = _ref(meeting)
+    errors: list[FieldError] = []
+    if start < utcnow() - START_SKEW:
+        errors.append(FieldError("start", "must not be in the past"))
+    if minutes > settings.max_duration_minutes:
+        errors.append(FieldError("duration_minutes",
+                                 f"at most {settings.max_duration_minutes} under this "
+                                 "meeting's policy"))
+    if errors:
+        raise InvalidRequest("; ".join(f"{e.field}: {e.reason}" for e in errors),
+                             errors=tuple(errors))
+
+    updated = await provider.update(spec, ref)
+    observed = await provider.verify(spec, updated)
+    enforced, not_enforced = confirmed_enforcement(restrictive_controls(settings), updated,
+                                                   observed, meeting_id=meeting_id)
+    async with deps.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        _check_changeable(meeting)  # it may have been cancelled while we were away
+        previous = {"start": meeting.starts_at.isoformat(), "end": meeting.ends_at.isoformat()}
+        meeting.topic, meeting.timezone = spec.topic, spec.timezone
+        meeting.starts_at, meeting.ends_at = spec.start, spec.end
+        meeting.reference = dict(updated.reference)
+        meeting.enforced, meeting.not_enforced = sorted(enforced), sorted(not_enforced)
+        meeting.host_join_secret = seal_join(deps.cipher, updated.host, table="meetings",
+                                             row_id=meeting.id)
+        for invitee in meeting.invitees:
+            invitee.join_secret = seal_join(deps.cipher, updated.join_for(invitee.email),
+                                            table="invitees", row_id=invitee.id)
+        meeting.sequence += 1
+        meeting.state = MeetingState.VERIFIED
+        deliveries = await queue_deliveries(session, meeting, meeting.invitees,
+                                            method=Method.REQUEST)
+        await record_event(session, actor=host.subject, action="meeting.rescheduled",
+                           target_type="meeting", target_id=meeting.id,
+                           details={"previous": previous, "start": spec.start.isoformat(),
+                                    "end": spec.end.isoformat(), "sequence": meeting.sequence,
+                                    "deliveries": len(deliveries)})
+        sequence = meeting.sequence
+    log.info("meeting.rescheduled", meeting_id=meeting_id, sequence=sequence)
+    return await _body(deps, meeting_id, host)
+
+
+async def cancel_meeting(deps: Provisioning, *, meeting_id: str, host: Principal,
+                         provider: MeetingProvider) -> dict[str, Any]:
+    """Delete the meeting at the provider and send everyone a cancellation.
+
+    Raises:
+        MeetingNotFound, MeetingNotChangeable, ProviderError.
+    """
+    async with deps.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        _check_changeable(meeting)
+        ref = _ref(meeting)
+    try:
+        await provider.delete(ref)
+    except ProviderNotFound:
+        pass  # already gone at the provider: the cancellation still goes out
+    async with deps.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        _check_changeable(meeting)
+        meeting.sequence += 1
+        meeting.state = MeetingState.CANCELLED
+        deliveries = await queue_deliveries(session, meeting, meeting.invitees,
+                                            method=Method.CANCEL)
+        await record_event(session, actor=host.subject, action="meeting.cancelled",
+                           target_type="meeting", target_id=meeting.id,
+                           details={"provider": meeting.provider, "sequence": meeting.sequence,
+                                    "deliveries": len(deliveries)})
+    log.info("meeting.cancelled", meeting_id=meeting_id)
+    return await _body(deps, meeting_id, host)
+
+
+async def end_meeting(deps: Provisioning, *, meeting_id: str, host: Principal,
+                      provider: MeetingProvider) -> dict[str, Any]:
+    """End a running meeting for everyone.
+
+    Raises:
+        MeetingNotFound, MeetingNotChangeable, ProviderUnsupported, ProviderError.
+    """
+    _require(provider, Feature.END_FOR_ALL)
+    async with deps.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        _check_changeable(meeting)
+        ref = _ref(meeting)
+    await provider.end(ref)
+    async with deps.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        meeting.state = MeetingState.ENDED
+        await record_event(session, actor=host.subject, action="meeting.ended",
+                           target_type="meeting", target_id=meeting.id,
+                           details={"provider": meeting.provider})
+    log.info("meeting.ended", meeting_id=meeting_id)
+    return await _body(deps, meeting_id, host)
