@@ -1,0 +1,253 @@
+"""The email channel: one message, with an .ics invitation, to one person.
+
+Message layout (what Google Calendar sends, which Outlook, Apple Mail and Gmail all
+turn into an invitation with accept buttons):
+
+    multipart/mixed
+    ├── multipart/alternative
+    │   ├── text/plain
+    │   ├── text/html
+    │   └── text/calendar; method=REQUEST|CANCEL   inline: Outlook and Gmail read this one
+    └── text/calendar; method=...; name=invite.ics attachment: for clients (and people)
+                                                    that only look at attachments
+
+Both calendar parts carry the same bytes and are base64-encoded, so relays without
+8BITMIME cannot re-wrap the CRLF-folded lines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email import policy
+from email.errors import HeaderParseError
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from urllib.parse import urlsplit
+
+import jinja2
+
+from provisioner.delivery.base import (
+    ChannelRejected,
+    DeliveryContext,
+    DeliveryReceipt,
+    Method,
+    Role,
+)
+from provisioner.delivery.ics import PERSONAL_NOTICE, PUBLIC_NOTICE, build_invitation
+from provisioner.delivery.render import (
+    default_template_dir,
+    describe_enforced,
+    describe_not_enforced,
+    make_template_environment,
+    provider_label,
+    single_line,
+)
+from provisioner.delivery.transports import (
+    DELIVERY_ID_HEADER,
+    FileTransport,
+    MailTransport,
+    SmtpTransport,
+)
+from provisioner.settings import EmailSettings
+
+# What the email package raises for an address it cannot parse.
+_BAD_ADDRESS = (ValueError, IndexError, HeaderParseError)
+
+
+class EmailChannel:
+    """Sends each delivery as its own email to its one recipient.
+
+    Never Cc or Bcc: one message per person means no invitee learns who else was
+    invited, and a personal link cannot reach anyone but its owner.
+    """
+
+    name = "email"
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        transport: MailTransport | None = None,
+        templates: jinja2.Environment | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        """Build the channel; nothing connects until the first send.
+
+        Args:
+            settings: sender and transport configuration.
+            transport: where messages go; by default the one `settings` names.
+            templates: the Jinja2 environment holding `email/*`; by default the
+                project's `templates/` folder.
+            clock: the current time (aware); injectable for tests.
+
+        Raises:
+            ValueError: `settings.sender` is not one valid address.
+        """
+        self._sender = _parse_sender(settings.sender)
+        self._transport = transport if transport is not None else _make_transport(settings)
+        self._templates = (
+            templates if templates is not None
+            else make_template_environment(default_template_dir()))
+        self._clock = clock if clock is not None else _utc_now
+
+    @classmethod
+    def from_settings(cls, settings: EmailSettings) -> EmailChannel:
+        """The channel with the transport `settings.transport` names."""
+        return cls(settings, transport=_make_transport(settings))
+
+    async def send(self, context: DeliveryContext) -> DeliveryReceipt:
+        """Render and send one message to `context.recipient` alone.
+
+        Returns:
+            A receipt with the message's Message-ID.
+
+        Raises:
+            ChannelRetriable: the transport failed in a way worth retrying.
+            ChannelRejected: the message cannot be built (bad recipient address, unknown
+                time zone, a join link that is not http(s)) or the relay refused it.
+        """
+        message = self.build_message(context)
+        message_id = await self._transport.send(message)
+        return DeliveryReceipt(channel=self.name, message_id=message_id)
+
+    def build_message(self, context: DeliveryContext) -> EmailMessage:
+        """The complete message for `context.recipient`, ready for a transport.
+
+        Raises:
+            ChannelRejected: see `send`.
+        """
+        recipient = _recipient_address(context)
+        if context.method is Method.REQUEST:
+            _check_join_url(context.join.url)
+        now = self._clock()
+        try:
+            calendar = build_invitation(context, now=now)
+        except ValueError:
+            raise ChannelRejected(
+                f"delivery {context.delivery_id}: the meeting's time zone "
+                f"{context.timezone!r} is unknown or its times are naive") from None
+        subject = _subject(context)
+        values = _template_values(context, subject)
+        kind = "invitation" if context.method is Method.REQUEST else "cancellation"
+        text = self._templates.get_template(f"email/{kind}.txt").render(values)
+        html = self._templates.get_template(f"email/{kind}.html").render(values)
+
+        message = EmailMessage(policy=policy.SMTP)
+        message["From"] = self._sender
+        message["To"] = recipient
+        message["Subject"] = subject
+        message["Date"] = format_datetime(now.astimezone(UTC))
+        message["Message-ID"] = make_msgid(domain=self._sender.domain or None)
+        # An opaque id, not a secret: it lets a bounce (which quotes the headers) and
+        # a file in the development outbox be traced back to one delivery row.
+        message[DELIVERY_ID_HEADER] = single_line(context.delivery_id)
+        reply_to = _organizer_address(context)
+        if reply_to is not None:
+            message["Reply-To"] = reply_to
+        # Vacation responders should not answer an automated invitation.
+        message["Auto-Submitted"] = "auto-generated"
+        message.set_content(text, cte="quoted-printable")
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
+        calendar_params = {"method": context.method.value, "charset": "utf-8"}
+        message.add_alternative(
+            calendar, maintype="text", subtype="calendar", cte="base64",
+            params=calendar_params)
+        message.add_attachment(
+            calendar, maintype="text", subtype="calendar", cte="base64",
+            filename="invite.ics", params={**calendar_params, "name": "invite.ics"})
+        return message
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+def _make_transport(settings: EmailSettings) -> MailTransport:
+    if settings.transport == "smtp":
+        return SmtpTransport(settings.smtp)
+    return FileTransport(settings.file_dir)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _parse_sender(sender: str) -> Address:
+    message = EmailMessage(policy=policy.SMTP)
+    try:
+        message["From"] = sender
+        addresses = message["From"].addresses
+    except _BAD_ADDRESS:
+        addresses = ()
+    if len(addresses) != 1 or not addresses[0].domain:
+        raise ValueError("email.sender must be exactly one address, e.g. 'Meetings <m@x.org>'")
+    address: Address = addresses[0]
+    return address
+
+
+def _recipient_address(context: DeliveryContext) -> Address:
+    """The one To address. A line break in the name is flattened (names are the
+    user's to choose); anything but a single plain address is refused."""
+    try:
+        address = Address(
+            display_name=single_line(context.recipient.name),
+            addr_spec=context.recipient.email)
+    except _BAD_ADDRESS as exc:
+        raise ChannelRejected(
+            f"delivery {context.delivery_id}: the recipient address is not one valid "
+            "email address") from exc
+    if not address.domain or not address.username:
+        raise ChannelRejected(
+            f"delivery {context.delivery_id}: the recipient address has no domain")
+    return address
+
+
+def _organizer_address(context: DeliveryContext) -> Address | None:
+    """Replies (questions about the meeting) should reach the organizer rather than
+    the service's mailbox; an unusable organizer address just means no Reply-To."""
+    try:
+        return Address(display_name=single_line(context.organizer.name),
+                       addr_spec=context.organizer.email)
+    except _BAD_ADDRESS:
+        return None
+
+
+def _check_join_url(url: str) -> None:
+    """Only web links go into an email: a `javascript:` or `data:` link from a broken
+    provider would otherwise become a clickable button."""
+    if urlsplit(url).scheme not in {"https", "http"}:
+        raise ChannelRejected("the join link is not an http(s) URL")
+
+
+def _subject(context: DeliveryContext) -> str:
+    topic = single_line(context.topic)
+    if context.method is Method.CANCEL:
+        return f"Cancelled: {topic}"
+    if context.role is Role.HOST:
+        return f"Your meeting: {topic}"
+    return f"Invitation: {topic}"
+
+
+def _template_values(context: DeliveryContext, subject: str) -> dict[str, object]:
+    """What the templates see. Invitees get no security summary: telling every
+    recipient which controls are off tells whoever they forward it to as well."""
+    is_host = context.role is Role.HOST
+    return {
+        "subject": subject,
+        "topic": context.topic,
+        "start": context.start,
+        "end": context.end,
+        "timezone": context.timezone,
+        "is_host": is_host,
+        "organizer": single_line(context.organizer.name) or context.organizer.email,
+        "recipient": single_line(context.recipient.name) or context.recipient.email,
+        "provider": provider_label(context.provider),
+        "join_url": context.join.url,
+        "passcode": context.join.passcode,
+        "personal": context.personal,
+        "personal_notice": PERSONAL_NOTICE,
+        "public_notice": PUBLIC_NOTICE,
+        "enforced": describe_enforced(context.settings, context.not_enforced) if is_host else [],
+        "not_enforced": describe_not_enforced(context.not_enforced) if is_host else [],
+    }

@@ -1,0 +1,342 @@
+"""The SMTP and file transports against real servers and real files (no mocks)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import stat
+from collections.abc import AsyncIterator, Callable
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import icalendar
+import pytest
+
+from provisioner.delivery.base import ChannelRejected, ChannelRetriable
+from provisioner.delivery.email import EmailChannel
+from provisioner.delivery.transports import (
+    FileTransport,
+    MailRelayMisconfigured,
+    MailTransport,
+    SmtpTransport,
+)
+from provisioner.settings import EmailSettings, SmtpSettings
+from tests.support import make_delivery_context
+from tests.support.smtp import (
+    HOST,
+    PASSWORD,
+    RecordingHandler,
+    SmtpServer,
+    make_tls_files,
+)
+
+pytest_plugins = ("tests.support.smtp",)
+
+SENDER = "Meetings <meetings@example.org>"
+MakeTransport = Callable[[SmtpSettings], SmtpTransport]
+
+
+@pytest.fixture
+async def make_transport() -> AsyncIterator[MakeTransport]:
+    """SmtpTransports that are closed at teardown, so no socket outlives the test."""
+    made: list[SmtpTransport] = []
+
+    def make(settings: SmtpSettings) -> SmtpTransport:
+        transport = SmtpTransport(settings)
+        made.append(transport)
+        return transport
+
+    yield make
+    for transport in made:
+        await transport.aclose()
+
+
+def simple_message(to: str = "ivan@example.org") -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = SENDER
+    message["To"] = to
+    message["Subject"] = "test"
+    message.set_content("hello")
+    return message
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+class TestStartTls:
+    async def test_invitation_arrives_for_one_recipient(
+        self, smtp_server: SmtpServer, make_transport: MakeTransport
+    ) -> None:
+        channel = EmailChannel(EmailSettings(sender=SENDER),
+                               transport=make_transport(smtp_server.settings()))
+        context = make_delivery_context()
+
+        receipt = await channel.send(context)
+
+        [received] = smtp_server.handler.messages
+        assert received.rcpt_tos == ("ivan@example.org",)
+        assert received.tls
+        assert received.authenticated_as == "provisioner"
+        message = message_from_bytes(received.content, policy=policy.default)
+        assert isinstance(message, EmailMessage)
+        assert message["Message-ID"] == receipt.message_id
+        assert [a.addr_spec for a in message["To"].addresses] == ["ivan@example.org"]
+        assert message["Bcc"] is None and message["Cc"] is None
+        [attachment] = [p for p in message.iter_attachments()]
+        data = attachment.get_payload(decode=True)
+        assert isinstance(data, bytes)
+        calendar = icalendar.Calendar.from_ical(data)
+        assert calendar["METHOD"] == "REQUEST"
+        [event] = calendar.walk("VEVENT")
+        assert event["UID"] == context.uid
+
+    async def test_wrong_password_is_a_misconfiguration_not_a_rejection(
+        self, smtp_server: SmtpServer, make_transport: MakeTransport
+    ) -> None:
+        transport = make_transport(smtp_server.settings(password="not the password"))
+
+        with pytest.raises(MailRelayMisconfigured) as caught:
+            await transport.send(simple_message())
+
+        assert isinstance(caught.value, ChannelRetriable)
+        assert caught.value.retry_after is not None and caught.value.retry_after >= 60
+        assert "not the password" not in str(caught.value)
+        assert PASSWORD not in str(caught.value)
+        assert smtp_server.authenticator.attempts == [("PLAIN", False)]
+        assert smtp_server.handler.messages == []
+
+    async def test_untrusted_certificate_is_a_misconfiguration(
+        self, smtp_server: SmtpServer, make_transport: MakeTransport, tmp_path: Path
+    ) -> None:
+        other_ca = make_tls_files(tmp_path / "other").ca_file
+        transport = make_transport(smtp_server.settings(ca_file=other_ca))
+
+        with pytest.raises(MailRelayMisconfigured):
+            await transport.send(simple_message())
+
+        assert smtp_server.authenticator.attempts == []
+
+    async def test_two_sends_share_one_connection(
+        self, smtp_server: SmtpServer, make_transport: MakeTransport
+    ) -> None:
+        transport = make_transport(smtp_server.settings())
+
+        await transport.send(simple_message("a@example.org"))
+        await transport.send(simple_message("b@example.org"))
+
+        assert [m.rcpt_tos for m in smtp_server.handler.messages] == [
+            ("a@example.org",), ("b@example.org",)]
+        assert smtp_server.handler.connections == 1
+        assert transport.connections_opened == 1
+        assert len(smtp_server.authenticator.attempts) == 1
+
+    async def test_concurrent_sends_are_serialised_on_one_connection(
+        self, smtp_server: SmtpServer, make_transport: MakeTransport
+    ) -> None:
+        transport = make_transport(smtp_server.settings())
+
+        await asyncio.gather(*(transport.send(simple_message(f"p{i}@example.org"))
+                               for i in range(5)))
+
+        assert len(smtp_server.handler.messages) == 5
+        assert smtp_server.handler.connections == 1
+
+    async def test_reconnects_once_when_the_relay_closes_an_idle_session(
+        self, smtp_server: SmtpServer, make_transport: MakeTransport
+    ) -> None:
+        transport = make_transport(smtp_server.settings())
+        await transport.send(simple_message("a@example.org"))
+        smtp_server.handler.mail_replies.append("421 4.4.2 idle too long, closing")
+
+        await transport.send(simple_message("b@example.org"))
+
+        assert [m.rcpt_tos for m in smtp_server.handler.messages] == [
+            ("a@example.org",), ("b@example.org",)]
+        assert smtp_server.handler.connections == 2
+
+    async def test_reconnects_after_the_connection_dropped(
+        self, smtp_server: SmtpServer, make_transport: MakeTransport
+    ) -> None:
+        transport = make_transport(smtp_server.settings())
+        await transport.send(simple_message("a@example.org"))
+        controller = smtp_server.controller
+        assert controller.smtpd is not None
+        smtpd = controller.smtpd
+        controller.loop.call_soon_threadsafe(lambda: smtpd.transport.close())
+        await asyncio.sleep(0.2)
+
+        await transport.send(simple_message("b@example.org"))
+
+        assert len(smtp_server.handler.messages) == 2
+        assert smtp_server.handler.connections == 2
+
+
+class TestImplicitTls:
+    async def test_send_over_tls_from_the_first_byte(
+        self, smtps_server: SmtpServer, make_transport: MakeTransport
+    ) -> None:
+        transport = make_transport(smtps_server.settings())
+
+        await transport.send(simple_message())
+
+        [received] = smtps_server.handler.messages
+        assert received.tls
+        assert received.authenticated_as == "provisioner"
+
+
+class TestPlainRelay:
+    async def test_starttls_mode_refuses_a_relay_without_starttls(
+        self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
+    ) -> None:
+        server = start_smtp_server(mode="plain")
+        transport = make_transport(server.settings(security="starttls"))
+
+        with pytest.raises(MailRelayMisconfigured):
+            await transport.send(simple_message())
+
+        assert server.authenticator.attempts == []  # the password never crossed in clear
+        assert server.handler.messages == []
+
+    async def test_none_mode_without_credentials_sends(
+        self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
+    ) -> None:
+        server = start_smtp_server(mode="plain")
+        transport = make_transport(server.settings(username=None, password=None))
+
+        await transport.send(simple_message())
+
+        [received] = server.handler.messages
+        assert not received.tls
+        assert server.authenticator.attempts == []
+
+    def test_none_mode_with_credentials_is_refused_at_construction(self) -> None:
+        settings = SmtpSettings(security="none", username="u", password="p")
+
+        with pytest.raises(ValueError, match="none"):
+            SmtpTransport(settings)
+
+    def test_half_a_credential_is_refused(self) -> None:
+        with pytest.raises(ValueError):
+            SmtpTransport(SmtpSettings(username="u"))
+
+
+class TestReplies:
+    async def test_temporary_recipient_failure_is_retriable(
+        self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
+    ) -> None:
+        server = start_smtp_server(handler=RecordingHandler(
+            rcpt_reply="450 4.2.1 mailbox busy, try later"))
+        transport = make_transport(server.settings())
+
+        with pytest.raises(ChannelRetriable) as caught:
+            await transport.send(simple_message())
+
+        assert not isinstance(caught.value, MailRelayMisconfigured)
+        assert "450" in str(caught.value)
+
+    async def test_permanent_recipient_failure_is_rejected(
+        self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
+    ) -> None:
+        server = start_smtp_server(handler=RecordingHandler(
+            rcpt_reply="550 5.1.1 no such user"))
+        transport = make_transport(server.settings())
+
+        with pytest.raises(ChannelRejected) as caught:
+            await transport.send(simple_message())
+
+        assert "550" in str(caught.value)
+        assert "no such user" not in str(caught.value)  # reply text is never echoed
+
+    async def test_the_connection_is_usable_after_a_rejection(
+        self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
+    ) -> None:
+        handler = RecordingHandler(rcpt_reply="550 5.1.1 no such user")
+        server = start_smtp_server(handler=handler)
+        transport = make_transport(server.settings())
+        with pytest.raises(ChannelRejected):
+            await transport.send(simple_message())
+        handler.rcpt_reply = None
+
+        await transport.send(simple_message())
+
+        assert len(handler.messages) == 1
+
+    async def test_rejected_message_error_has_no_secrets(
+        self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
+    ) -> None:
+        server = start_smtp_server(handler=RecordingHandler(rcpt_reply="550 5.1.1 nope"))
+        channel = EmailChannel(EmailSettings(sender=SENDER),
+                               transport=make_transport(server.settings()))
+
+        with pytest.raises(ChannelRejected) as caught:
+            await channel.send(make_delivery_context())
+
+        detail = str(caught.value)
+        for secret in ("secret-token", "831-552-09", PASSWORD, "meet.example.org"):
+            assert secret not in detail
+
+
+class TestUnreachable:
+    async def test_closed_port_is_retriable(self, make_transport: MakeTransport) -> None:
+        transport = make_transport(SmtpSettings(host=HOST, port=closed_port()))
+
+        with pytest.raises(ChannelRetriable) as caught:
+            await transport.send(simple_message())
+
+        assert not isinstance(caught.value, MailRelayMisconfigured)
+
+    async def test_silent_server_times_out_as_retriable(
+        self, make_transport: MakeTransport
+    ) -> None:
+        writers: list[asyncio.StreamWriter] = []
+
+        async def say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            writers.append(writer)
+
+        server = await asyncio.start_server(say_nothing, HOST, 0)
+        port = server.sockets[0].getsockname()[1]
+        transport = make_transport(SmtpSettings(host=HOST, port=port, timeout_seconds=0.3))
+        try:
+            with pytest.raises(ChannelRetriable):
+                await transport.send(simple_message())
+        finally:
+            for writer in writers:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+
+
+class TestFileTransport:
+    async def test_writes_a_private_eml_file(self, tmp_path: Path) -> None:
+        directory = tmp_path / "outbox"
+        transport: MailTransport = FileTransport(directory)
+        channel = EmailChannel(EmailSettings(sender=SENDER), transport=transport)
+
+        receipt = await channel.send(make_delivery_context(delivery_id="dlv_0042"))
+
+        [written] = list(directory.iterdir())
+        assert re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z-dlv_0042\.eml", written.name)
+        assert stat.S_IMODE(written.stat().st_mode) == 0o600
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        message = message_from_bytes(written.read_bytes(), policy=policy.default)
+        assert message["Message-ID"] == receipt.message_id
+        assert [a.addr_spec for a in message["To"].addresses] == ["ivan@example.org"]
+
+    async def test_message_without_delivery_id_gets_a_unique_name(
+        self, tmp_path: Path
+    ) -> None:
+        transport = FileTransport(tmp_path)
+
+        first = await transport.send(simple_message())
+        second = await transport.send(simple_message())
+
+        assert first != second
+        names = sorted(p.name for p in tmp_path.iterdir())
+        assert len(names) == 2
+        assert all(re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z-[0-9a-f]{32}\.eml", n) for n in names)
