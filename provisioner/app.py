@@ -52,8 +52,9 @@ def build_state(settings: Settings) -> AppState:
     if settings.auth.jwks_file is not None and not settings.auth.jwks_file.is_file():
         raise _config_error("auth.jwks_file", f"{settings.auth.jwks_file}: no such file")
     try:
-        cipher = cipher_from_settings(settings.security,
-                                      development=settings.environment == "development")
+        cipher = cipher_from_settings(
+            settings.security, development=settings.environment == "development"
+        )
     except ValueError as exc:
         raise _config_error("security.data_keys", exc) from None
     try:
@@ -95,8 +96,9 @@ async def close_state(state: AppState) -> None:
     await state.db.dispose()
 
 
-def create_app(settings: Settings, *, state: AppState | None = None,
-               run_worker: bool | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, *, state: AppState | None = None, run_worker: bool | None = None
+) -> FastAPI:
     """The application. Pass `state` to share one (tests, the demo); else it is built here."""
     embedded_worker = settings.worker.embedded if run_worker is None else run_worker
 
@@ -107,10 +109,10 @@ def create_app(settings: Settings, *, state: AppState | None = None,
         app.state.provisioner = app_state
         await reconcile_stale(app_state.db, settings=settings.idempotency)
         stop = asyncio.Event()
-        worker_task = (asyncio.create_task(app_state.worker.run(stop))
-                       if embedded_worker else None)
-        log.info("app.started", providers=sorted(app_state.providers),
-                 embedded_worker=embedded_worker)
+        worker_task = asyncio.create_task(app_state.worker.run(stop)) if embedded_worker else None
+        log.info(
+            "app.started", providers=sorted(app_state.providers), embedded_worker=embedded_worker
+        )
         try:
             yield
         finally:
@@ -159,9 +161,14 @@ def _add_problem_schema(app: FastAPI) -> None:
                 "detail": {"type": "string"},
                 "instance": {"type": "string"},
                 "request_id": {"type": "string"},
-                "errors": {"type": "array", "items": {
-                    "type": "object", "required": ["field", "reason"],
-                    "properties": {"field": {"type": "string"}, "reason": {"type": "string"}}}},
+                "errors": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["field", "reason"],
+                        "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+                    },
+                },
             },
         }
         app.openapi_schema = schema

@@ -20,8 +20,11 @@ from provisioner.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
 
-app = typer.Typer(help="Provision secure meetings and deliver their links privately.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Provision secure meetings and deliver their links privately.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 policy_app = typer.Typer(help="Meeting policy files.", no_args_is_help=True)
 audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
@@ -66,8 +69,7 @@ def serve(
         raise typer.Exit(2) from None
     if upgrade:
         upgrade_db(settings.database.url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None,
-                proxy_headers=False)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=False)
 
 
 @app.command()
@@ -109,8 +111,10 @@ def db_upgrade(
 
 @policy_app.command("check")
 def policy_check(
-    file: Annotated[Path, typer.Argument(help="Policy YAML to validate.", exists=True,
-                                         dir_okay=False, readable=True)],
+    file: Annotated[
+        Path,
+        typer.Argument(help="Policy YAML to validate.", exists=True, dir_okay=False, readable=True),
+    ],
 ) -> None:
     """Validate a policy file and print the effective policy for each group."""
     from provisioner.policy.document import load_policy
@@ -166,8 +170,7 @@ def audit_verify() -> None:
         if report.ok:
             typer.echo(f"audit chain intact: {report.events} events")
         else:
-            typer.echo(f"audit chain BROKEN at event {report.broken_at}: {report.reason}",
-                       err=True)
+            typer.echo(f"audit chain BROKEN at event {report.broken_at}: {report.reason}", err=True)
         return report.ok
 
     if not run_async(main()):
@@ -179,8 +182,9 @@ def dev_token(
     email: Annotated[str, typer.Option(help="The caller's email (becomes the host).")],
     name: Annotated[str, typer.Option(help="The caller's display name.")] = "Dev User",
     group: Annotated[list[str] | None, typer.Option(help="A group claim; repeatable.")] = None,
-    key_dir: Annotated[Path, typer.Option(help="Where the local signing key lives.")
-                       ] = Path("var/dev-issuer"),
+    key_dir: Annotated[Path, typer.Option(help="Where the local signing key lives.")] = Path(
+        "var/dev-issuer"
+    ),
 ) -> None:
     """Development only: print a bearer token from a local issuer (and write its JWKS).
 
@@ -199,8 +203,9 @@ def dev_token(
 
 @app.command()
 def demo(
-    directory: Annotated[Path, typer.Option("--dir", help="Where the demo keeps its files.")
-                         ] = Path("var/demo"),
+    directory: Annotated[
+        Path, typer.Option("--dir", help="Where the demo keeps its files.")
+    ] = Path("var/demo"),
 ) -> None:
     """Run the main flow end to end on SQLite and the file mail transport (no servers)."""
     from provisioner.demo import run_demo

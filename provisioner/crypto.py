@@ -63,8 +63,9 @@ class FieldCipher:
         if version != _VERSION or key_id not in self._keys:
             raise CipherError(f"no key {key_id!r} to decrypt with")
         try:
-            return self._keys[key_id].decrypt(_b64d(nonce), _b64d(sealed),
-                                              context.encode()).decode()
+            return (
+                self._keys[key_id].decrypt(_b64d(nonce), _b64d(sealed), context.encode()).decode()
+            )
         except InvalidTag:
             raise CipherError("ciphertext does not authenticate for this row") from None
 
@@ -72,8 +73,10 @@ class FieldCipher:
 def cipher_from_settings(settings: SecuritySettings, *, development: bool) -> FieldCipher:
     """Build the cipher from configured keys, or (development only) a generated key file."""
     if settings.data_keys:
-        keys = {key_id: _b64d(value.get_secret_value().strip())
-                for key_id, value in settings.data_keys.items()}
+        keys = {
+            key_id: _b64d(value.get_secret_value().strip())
+            for key_id, value in settings.data_keys.items()
+        }
         active = settings.active_key or sorted(keys)[-1]
         return FieldCipher(keys, active=active)
     if not development:

@@ -43,8 +43,7 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         engine = create_async_engine(url, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size,
-                  pool_pre_ping=True)
+    kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
     return create_async_engine(url, **kwargs)
 
 

@@ -29,5 +29,7 @@ async def readyz(state: StateDep) -> JSONResponse:
         checks["database"] = f"failed: {type(exc).__name__}"
     checks["providers"] = "ok" if state.providers else "none configured"
     ready = all(value == "ok" for value in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    return JSONResponse(
+        {"status": "ready" if ready else "not ready", "checks": checks},
+        status_code=200 if ready else 503,
+    )

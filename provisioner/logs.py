@@ -18,8 +18,9 @@ import structlog
 from provisioner.redaction import REDACTED, is_secret_key, scrub_text
 
 
-def redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, Any]
-                     ) -> MutableMapping[str, Any]:
+def redact_processor(
+    _logger: Any, _name: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     for key in list(event_dict):
         value = event_dict[key]
         if is_secret_key(key):
@@ -29,8 +30,7 @@ def redact_processor(_logger: Any, _name: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
-def configure_logging(*, level: str = "INFO", fmt: str = "console",
-                      stream: Any = None) -> None:
+def configure_logging(*, level: str = "INFO", fmt: str = "console", stream: Any = None) -> None:
     """Configure structlog and stdlib logging once per process (idempotent)."""
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
@@ -40,8 +40,11 @@ def configure_logging(*, level: str = "INFO", fmt: str = "console",
         structlog.processors.format_exc_info,
         redact_processor,
     ]
-    renderer: Any = (structlog.processors.JSONRenderer() if fmt == "json"
-                     else structlog.dev.ConsoleRenderer(colors=False))
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if fmt == "json"
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),
@@ -49,9 +52,12 @@ def configure_logging(*, level: str = "INFO", fmt: str = "console",
         cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=shared, processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer]))
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=shared,
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)

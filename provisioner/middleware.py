@@ -31,17 +31,16 @@ class RequestContextMiddleware:
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message.setdefault("headers", []).append(
-                    (b"x-request-id", request_id.encode()))
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
         structlog.contextvars.bind_contextvars(
-            request_id=request_id, method=scope["method"], path=scope["path"])
+            request_id=request_id, method=scope["method"], path=scope["path"]
+        )
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            structlog.contextvars.unbind_contextvars("request_id", "method", "path",
-                                                     "principal_id")
+            structlog.contextvars.unbind_contextvars("request_id", "method", "path", "principal_id")
 
 
 class BodySizeLimitMiddleware:
@@ -78,14 +77,25 @@ class BodySizeLimitMiddleware:
             await self._reject(scope, send)
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        body = json.dumps({
-            "type": TYPE_BASE + "request-too-large", "title": "Request body too large",
-            "status": 413, "detail": f"the body exceeds {self.max_bytes} bytes",
-            "instance": scope["path"],
-        }).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", PROBLEM_JSON.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+        body = json.dumps(
+            {
+                "type": TYPE_BASE + "request-too-large",
+                "title": "Request body too large",
+                "status": 413,
+                "detail": f"the body exceeds {self.max_bytes} bytes",
+                "instance": scope["path"],
+            }
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_JSON.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 

@@ -100,8 +100,11 @@ def problem(
 def _field_path(location: tuple[Any, ...]) -> str:
     """('body', 'invitees', 2, 'email') -> 'invitees[2].email'."""
     path = ""
-    for part in location[1:] if location and location[0] in ("body", "query", "path",
-                                                              "header") else location:
+    for part in (
+        location[1:]
+        if location and location[0] in ("body", "query", "path", "header")
+        else location
+    ):
         if isinstance(part, int):
             path += f"[{part}]"
         else:
@@ -117,8 +120,15 @@ async def _on_provisioner_error(request: Request, exc: Exception) -> JSONRespons
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if isinstance(exc, AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer realm="provisioner"'
-    return problem(request, status=status, code=exc.code, title=exc.title,
-                   detail=exc.detail, errors=exc.errors, headers=headers or None)
+    return problem(
+        request,
+        status=status,
+        code=exc.code,
+        title=exc.title,
+        detail=exc.detail,
+        errors=exc.errors,
+        headers=headers or None,
+    )
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -127,26 +137,38 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
         FieldError(field=_field_path(tuple(item.get("loc", ()))), reason=str(item.get("msg")))
         for item in exc.errors()
     )
-    return problem(request, status=422, code="invalid-request",
-                   title="The request is not valid",
-                   detail=f"{len(errors)} field(s) are invalid: "
-                          + ", ".join(e.field for e in errors),
-                   errors=errors)
+    return problem(
+        request,
+        status=422,
+        code="invalid-request",
+        title="The request is not valid",
+        detail=f"{len(errors)} field(s) are invalid: " + ", ".join(e.field for e in errors),
+        errors=errors,
+    )
 
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
     codes = {404: "not-found", 405: "method-not-allowed", 413: "request-too-large"}
-    return problem(request, status=exc.status_code,
-                   code=codes.get(exc.status_code, "http-error"),
-                   title=str(exc.detail), detail=str(exc.detail),
-                   headers=dict(exc.headers) if exc.headers else None)
+    return problem(
+        request,
+        status=exc.status_code,
+        code=codes.get(exc.status_code, "http-error"),
+        title=str(exc.detail),
+        detail=str(exc.detail),
+        headers=dict(exc.headers) if exc.headers else None,
+    )
 
 
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.error("request.failed", error_type=type(exc).__name__)
-    return problem(request, status=500, code="internal-error", title="Internal error",
-                   detail="An unexpected error occurred; quote the request id to support.")
+    return problem(
+        request,
+        status=500,
+        code="internal-error",
+        title="Internal error",
+        detail="An unexpected error occurred; quote the request id to support.",
+    )
 
 
 def add_exception_handlers(app: FastAPI) -> None:
@@ -161,7 +183,8 @@ def responses(*errors: type[ProvisionerError]) -> dict[int | str, dict[str, Any]
     out: dict[int | str, dict[str, Any]] = {}
     for error in errors:
         status = next((s for cls, s in STATUS_BY_ERROR if issubclass(error, cls)), 500)
-        out[status] = {"description": error.title,
-                       "content": {PROBLEM_JSON: {"schema": {"$ref":
-                                   "#/components/schemas/Problem"}}}}
+        out[status] = {
+            "description": error.title,
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
     return out

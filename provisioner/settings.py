@@ -44,8 +44,9 @@ class DatabaseSettings(Section):
         ):
             if value.startswith(plain):
                 return async_ + value[len(plain) :]
-        if not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://",
-                                 "postgresql+psycopg://")):
+        if not value.startswith(
+            ("sqlite+aiosqlite://", "postgresql+asyncpg://", "postgresql+psycopg://")
+        ):
             raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
         return value
 
@@ -70,8 +71,18 @@ class AuthSettings(Section):
     @classmethod
     def _no_symmetric_or_none(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         """A shared-secret or unsigned token could be forged by anyone holding the JWKS."""
-        allowed = {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384",
-                   "ES512", "EdDSA"}
+        allowed = {
+            "RS256",
+            "RS384",
+            "RS512",
+            "PS256",
+            "PS384",
+            "PS512",
+            "ES256",
+            "ES384",
+            "ES512",
+            "EdDSA",
+        }
         bad = [alg for alg in value if alg not in allowed]
         if bad or not value:
             raise ValueError(f"unsupported algorithms {bad}; choose from {sorted(allowed)}")
@@ -189,8 +200,9 @@ def load_settings(**overrides: Any) -> Settings:
         and not name.startswith("PROVISIONER_TEST_")
     )
     if unknown:
-        raise SettingsError("invalid configuration:\n" + "\n".join(
-            f"  {name}: unknown setting" for name in unknown))
+        raise SettingsError(
+            "invalid configuration:\n" + "\n".join(f"  {name}: unknown setting" for name in unknown)
+        )
     try:
         return Settings(**overrides)
     except ValidationError as exc:

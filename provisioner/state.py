@@ -29,5 +29,6 @@ class AppState:
 
     @property
     def provisioning(self) -> Provisioning:
-        return Provisioning(db=self.db, policy=self.policy, cipher=self.cipher,
-                            settings=self.settings)
+        return Provisioning(
+            db=self.db, policy=self.policy, cipher=self.cipher, settings=self.settings
+        )

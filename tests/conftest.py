@@ -47,8 +47,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if IN_CI and skipped and exitstatus == 0:
         session.exitstatus = 1
         if reporter:
-            reporter.write_line(f"CI=true: {skipped} test(s) skipped; failing the run",
-                                red=True)
+            reporter.write_line(f"CI=true: {skipped} test(s) skipped; failing the run", red=True)
 
 
 @pytest.fixture(scope="session")
@@ -77,8 +76,9 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(params=_backends())
-def database_url(request: pytest.FixtureRequest, tmp_path: Path,
-                 sqlite_template: Path) -> Iterator[str]:
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path
+) -> Iterator[str]:
     if request.param == "sqlite":
         path = tmp_path / "provisioner.db"
         shutil.copyfile(sqlite_template, path)
@@ -113,18 +113,21 @@ def jitsi_config() -> dict[str, Any]:
     }
 
 
-def make_settings(tmp_path: Path, database_url: str, issuer: LocalIssuer,
-                  jitsi: dict[str, Any], **overrides: Any) -> Settings:
+def make_settings(
+    tmp_path: Path, database_url: str, issuer: LocalIssuer, jitsi: dict[str, Any], **overrides: Any
+) -> Settings:
     jwks = issuer.write_jwks(tmp_path / "jwks.json")
     values: dict[str, Any] = {
         "database": {"url": database_url},
-        "email": {"transport": "file", "file_dir": tmp_path / "outbox",
-                  "sender": "Meetings <meetings@example.com>"},
+        "email": {
+            "transport": "file",
+            "file_dir": tmp_path / "outbox",
+            "sender": "Meetings <meetings@example.com>",
+        },
         "auth": {"issuer": issuer.issuer, "jwks_file": jwks},
         "security": {"data_key_file": tmp_path / "data-key"},
         "policy_file": REPO_ROOT / "config" / "policy.yaml",
-        "worker": {"embedded": False, "backoff_base_seconds": 0.01,
-                   "backoff_max_seconds": 0.05},
+        "worker": {"embedded": False, "backoff_base_seconds": 0.01, "backoff_max_seconds": 0.05},
         "idempotency": {"wait_seconds": 5.0},
         "providers": {"jitsi": jitsi},
     }
@@ -133,8 +136,9 @@ def make_settings(tmp_path: Path, database_url: str, issuer: LocalIssuer,
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str, issuer: LocalIssuer,
-             jitsi_config: dict[str, Any]) -> Settings:
+def settings(
+    tmp_path: Path, database_url: str, issuer: LocalIssuer, jitsi_config: dict[str, Any]
+) -> Settings:
     return make_settings(tmp_path, database_url, issuer, jitsi_config)
 
 
@@ -148,13 +152,15 @@ async def state(settings: Settings) -> AsyncIterator[AppState]:
 @pytest.fixture
 async def client(settings: Settings, state: AppState) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, state=state, run_worker=False)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://provisioner.test") as http:
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://provisioner.test"
+    ) as http:
         yield http
 
 
 @pytest.fixture
 def host_headers(issuer: LocalIssuer) -> dict[str, str]:
-    token = issuer.token(subject="dana", email="dana@example.com", name="Dana Host",
-                         groups=["employees"])
+    token = issuer.token(
+        subject="dana", email="dana@example.com", name="Dana Host", groups=["employees"]
+    )
     return {"Authorization": f"Bearer {token}"}

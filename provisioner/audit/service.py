@@ -26,8 +26,16 @@ GENESIS = "0" * 64
 _CHAIN_LOCK = 0x70726F76  # "prov": the advisory lock id for the audit chain
 
 
-def _digest(*, prev_hash: str, occurred_at: datetime, actor: str, action: str,
-            target_type: str, target_id: str, details: dict[str, Any]) -> str:
+def _digest(
+    *,
+    prev_hash: str,
+    occurred_at: datetime,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any],
+) -> str:
     body = json.dumps(
         {
             "prev": prev_hash,
@@ -70,9 +78,15 @@ async def record_event(
         target_id=target_id,
         details=clean,
         prev_hash=prev or GENESIS,
-        hash=_digest(prev_hash=prev or GENESIS, occurred_at=occurred_at, actor=actor,
-                     action=action, target_type=target_type, target_id=target_id,
-                     details=clean),
+        hash=_digest(
+            prev_hash=prev or GENESIS,
+            occurred_at=occurred_at,
+            actor=actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            details=clean,
+        ),
     )
     session.add(event)
     await session.flush()
@@ -109,11 +123,20 @@ async def verify_chain(session: AsyncSession) -> ChainReport:
     async for event in result:
         count += 1
         if event.prev_hash != prev:
-            return ChainReport(count, event.id, "previous hash does not match: an event "
-                                                "before it was deleted or inserted")
-        expected = _digest(prev_hash=prev, occurred_at=event.occurred_at, actor=event.actor,
-                           action=event.action, target_type=event.target_type,
-                           target_id=event.target_id, details=event.details)
+            return ChainReport(
+                count,
+                event.id,
+                "previous hash does not match: an event before it was deleted or inserted",
+            )
+        expected = _digest(
+            prev_hash=prev,
+            occurred_at=event.occurred_at,
+            actor=event.actor,
+            action=event.action,
+            target_type=event.target_type,
+            target_id=event.target_id,
+            details=event.details,
+        )
         if expected != event.hash:
             return ChainReport(count, event.id, "content does not match its hash: edited")
         prev = event.hash

@@ -26,8 +26,13 @@ from provisioner.settings import AuthSettings
 class JwksCache:
     """The identity provider's signing keys, by `kid`."""
 
-    def __init__(self, settings: AuthSettings, *, client: httpx.AsyncClient | None = None,
-                 clock: Any = time.monotonic) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        *,
+        client: httpx.AsyncClient | None = None,
+        clock: Any = time.monotonic,
+    ) -> None:
         if settings.jwks_url is None and settings.jwks_file is None:
             raise ValueError("auth.jwks_url or auth.jwks_file must be set")
         self._settings = settings
@@ -47,13 +52,16 @@ class JwksCache:
         if kid is None and len(self._keys) == 1:
             return next(iter(self._keys.values()))
         if kid is None or kid not in self._keys:
-            raise AuthenticationFailed("the token is signed with a key the identity "
-                                       "provider does not publish")
+            raise AuthenticationFailed(
+                "the token is signed with a key the identity provider does not publish"
+            )
         return self._keys[kid]
 
     def _may_refresh(self) -> bool:
-        return (self._fetched_at is None
-                or self._clock() - self._fetched_at >= self._settings.jwks_refresh_seconds)
+        return (
+            self._fetched_at is None
+            or self._clock() - self._fetched_at >= self._settings.jwks_refresh_seconds
+        )
 
     async def _load(self) -> dict[str, PyJWK]:
         document = await self._fetch()
@@ -74,8 +82,7 @@ class JwksCache:
                 text = await asyncio.to_thread(self._settings.jwks_file.read_text)
                 loaded: dict[str, Any] = json.loads(text)
             except (OSError, ValueError):
-                raise AuthenticationFailed("the identity provider's keys are unavailable"
-                                           ) from None
+                raise AuthenticationFailed("the identity provider's keys are unavailable") from None
             return loaded
         assert self._settings.jwks_url is not None  # noqa: S101 (checked in __init__)
         client = self._client or httpx.AsyncClient(timeout=httpx.Timeout(5.0))
@@ -119,8 +126,9 @@ class BearerVerifier:
         except jwt.ExpiredSignatureError:
             raise AuthenticationFailed("the bearer token has expired") from None
         except jwt.PyJWTError as exc:
-            raise AuthenticationFailed(f"the bearer token was refused: {type(exc).__name__}"
-                                       ) from None
+            raise AuthenticationFailed(
+                f"the bearer token was refused: {type(exc).__name__}"
+            ) from None
         return self._principal(claims)
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:

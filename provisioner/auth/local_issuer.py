@@ -21,18 +21,24 @@ from jwt.algorithms import RSAAlgorithm
 
 
 class LocalIssuer:
-    def __init__(self, *, issuer: str = "https://idp.demo.invalid", audience: str = "provisioner",
-                 key: rsa.RSAPrivateKey | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        issuer: str = "https://idp.demo.invalid",
+        audience: str = "provisioner",
+        key: rsa.RSAPrivateKey | None = None,
+    ) -> None:
         self.issuer = issuer
         self.audience = audience
         self._key = key or rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.key_id = hashlib.sha256(self._key.public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        self.key_id = hashlib.sha256(
+            self._key.public_key().public_bytes(
+                serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         ).hexdigest()[:16]
 
     @classmethod
-    def persistent(cls, directory: Path, *, issuer: str = "https://idp.dev.invalid"
-                   ) -> LocalIssuer:
+    def persistent(cls, directory: Path, *, issuer: str = "https://idp.dev.invalid") -> LocalIssuer:
         """An issuer whose key survives restarts (kept 0600 in `directory`), JWKS written."""
         directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         pem = directory / "key.pem"
@@ -45,9 +51,13 @@ class LocalIssuer:
             issuer_ = cls(issuer=issuer)
             fd = os.open(pem, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as handle:
-                handle.write(issuer_._key.private_bytes(
-                    serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                    serialization.NoEncryption()))
+                handle.write(
+                    issuer_._key.private_bytes(
+                        serialization.Encoding.PEM,
+                        serialization.PrivateFormat.PKCS8,
+                        serialization.NoEncryption(),
+                    )
+                )
         issuer_.write_jwks(directory / "jwks.json")
         return issuer_
 
@@ -74,8 +84,16 @@ class LocalIssuer:
     ) -> str:
         now = int(time.time())
         claims = {
-            "iss": self.issuer, "aud": self.audience, "sub": subject, "email": email,
-            "name": name, "groups": list(groups), "scope": " ".join(scopes),
-            "iat": now, "nbf": now, "exp": now + lifetime_seconds, **extra,
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": subject,
+            "email": email,
+            "name": name,
+            "groups": list(groups),
+            "scope": " ".join(scopes),
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime_seconds,
+            **extra,
         }
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})

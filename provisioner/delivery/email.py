@@ -88,8 +88,10 @@ class EmailChannel:
         self._sender = _parse_sender(settings.sender)
         self._transport = transport if transport is not None else _make_transport(settings)
         self._templates = (
-            templates if templates is not None
-            else make_template_environment(default_template_dir()))
+            templates
+            if templates is not None
+            else make_template_environment(default_template_dir())
+        )
         self._clock = clock if clock is not None else _utc_now
 
     @classmethod
@@ -127,7 +129,8 @@ class EmailChannel:
         except ValueError:
             raise ChannelRejected(
                 f"delivery {context.delivery_id}: the meeting's time zone "
-                f"{context.timezone!r} is unknown or its times are naive") from None
+                f"{context.timezone!r} is unknown or its times are naive"
+            ) from None
         subject = _subject(context)
         values = _template_values(context, subject)
         kind = "invitation" if context.method is Method.REQUEST else "cancellation"
@@ -152,11 +155,16 @@ class EmailChannel:
         message.add_alternative(html, subtype="html", cte="quoted-printable")
         calendar_params = {"method": context.method.value, "charset": "utf-8"}
         message.add_alternative(
-            calendar, maintype="text", subtype="calendar", cte="base64",
-            params=calendar_params)
+            calendar, maintype="text", subtype="calendar", cte="base64", params=calendar_params
+        )
         message.add_attachment(
-            calendar, maintype="text", subtype="calendar", cte="base64",
-            filename="invite.ics", params={**calendar_params, "name": "invite.ics"})
+            calendar,
+            maintype="text",
+            subtype="calendar",
+            cte="base64",
+            filename="invite.ics",
+            params={**calendar_params, "name": "invite.ics"},
+        )
         return message
 
     async def aclose(self) -> None:
@@ -191,15 +199,16 @@ def _recipient_address(context: DeliveryContext) -> Address:
     user's to choose); anything but a single plain address is refused."""
     try:
         address = Address(
-            display_name=single_line(context.recipient.name),
-            addr_spec=context.recipient.email)
+            display_name=single_line(context.recipient.name), addr_spec=context.recipient.email
+        )
     except _BAD_ADDRESS as exc:
         raise ChannelRejected(
-            f"delivery {context.delivery_id}: the recipient address is not one valid "
-            "email address") from exc
+            f"delivery {context.delivery_id}: the recipient address is not one valid email address"
+        ) from exc
     if not address.domain or not address.username:
         raise ChannelRejected(
-            f"delivery {context.delivery_id}: the recipient address has no domain")
+            f"delivery {context.delivery_id}: the recipient address has no domain"
+        )
     return address
 
 
@@ -207,8 +216,9 @@ def _organizer_address(context: DeliveryContext) -> Address | None:
     """Replies (questions about the meeting) should reach the organizer rather than
     the service's mailbox; an unusable organizer address just means no Reply-To."""
     try:
-        return Address(display_name=single_line(context.organizer.name),
-                       addr_spec=context.organizer.email)
+        return Address(
+            display_name=single_line(context.organizer.name), addr_spec=context.organizer.email
+        )
     except _BAD_ADDRESS:
         return None
 

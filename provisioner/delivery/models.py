@@ -12,10 +12,10 @@ from provisioner.db import Base, UTCDateTime, utcnow
 
 
 class DeliveryStatus(StrEnum):
-    PENDING = "pending"      # waiting for its next attempt (first or retry)
-    SENDING = "sending"      # claimed by a worker until `lease_until`
+    PENDING = "pending"  # waiting for its next attempt (first or retry)
+    SENDING = "sending"  # claimed by a worker until `lease_until`
     SENT = "sent"
-    DEAD = "dead"            # gave up after max attempts or a permanent refusal
+    DEAD = "dead"  # gave up after max attempts or a permanent refusal
     SUPERSEDED = "superseded"  # a newer message (reschedule, cancel) replaced it unsent
 
 

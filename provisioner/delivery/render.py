@@ -17,8 +17,20 @@ import jinja2
 from provisioner.policy.model import Chat, Control, MeetingSettings, Presenters
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 
 _PROVIDER_NAMES = {
     "google_meet": "Google Meet",
@@ -33,19 +45,28 @@ _NOT_ENFORCED_ADVICE: dict[Control, tuple[str, str]] = {
     Control.PASSCODE: ("passcode", "set one from the meeting's security options"),
     Control.WAITING_ROOM: ("waiting room", "turn it on from the meeting's security options"),
     Control.SIGN_IN_REQUIRED: (
-        "sign-in requirement", "admit only people you recognise, and remove anyone else"),
+        "sign-in requirement",
+        "admit only people you recognise, and remove anyone else",
+    ),
     Control.JOIN_BEFORE_HOST: (
-        "no joining before the host", "join a few minutes early to be there first"),
+        "no joining before the host",
+        "join a few minutes early to be there first",
+    ),
     Control.PRESENTERS: (
-        "host-only screen sharing", "limit sharing to the host from the security options"),
+        "host-only screen sharing",
+        "limit sharing to the host from the security options",
+    ),
     Control.CHAT: ("chat restriction", "turn chat off or limit it from the security options"),
     Control.MUTE_ON_ENTRY: ("mute on entry", "mute everyone once the meeting starts"),
     Control.PER_INVITEE_LINKS: (
-        "personal links", "everyone has the same link, so anyone holding it can join"),
+        "personal links",
+        "everyone has the same link, so anyone holding it can join",
+    ),
     Control.INVITEE_DOMAINS: (
-        "invitee domain restriction", "check the participant list against your invitees"),
-    Control.MAX_DURATION: (
-        "maximum duration", "end the meeting for everyone when you are done"),
+        "invitee domain restriction",
+        "check the participant list against your invitees",
+    ),
+    Control.MAX_DURATION: ("maximum duration", "end the meeting for everyone when you are done"),
 }
 
 
@@ -113,17 +134,20 @@ def format_meeting_time(start: datetime, timezone: str, end: datetime | None = N
     local_end = end.astimezone(zone)
     end_abbr = local_end.tzname() or timezone
     if local_end.date() != local_start.date():
-        return (f"{_day(local_start)}, {local_start:%H:%M} {start_abbr} – "
-                f"{_day(local_end)}, {local_end:%H:%M} {end_abbr}{suffix}")
+        return (
+            f"{_day(local_start)}, {local_start:%H:%M} {start_abbr} – "
+            f"{_day(local_end)}, {local_end:%H:%M} {end_abbr}{suffix}"
+        )
     if start_abbr != end_abbr:  # the clocks change during the meeting
-        return (f"{_day(local_start)}, {local_start:%H:%M} {start_abbr}–"
-                f"{local_end:%H:%M} {end_abbr}{suffix}")
+        return (
+            f"{_day(local_start)}, {local_start:%H:%M} {start_abbr}–"
+            f"{local_end:%H:%M} {end_abbr}{suffix}"
+        )
     return f"{_day(local_start)}, {local_start:%H:%M}–{local_end:%H:%M} {start_abbr}{suffix}"
 
 
 def _day(moment: datetime) -> str:
-    return (f"{_WEEKDAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]} "
-            f"{moment.year}")
+    return f"{_WEEKDAYS[moment.weekday()]} {moment.day} {_MONTHS[moment.month - 1]} {moment.year}"
 
 
 def single_line(text: str) -> str:
@@ -153,8 +177,11 @@ def describe_enforced(settings: MeetingSettings, not_enforced: Iterable[Control]
     if settings.waiting_room:
         lines.append((Control.WAITING_ROOM, "People wait in a waiting room until admitted."))
     if settings.sign_in_required:
-        where = (f" with an account at {', '.join(settings.sign_in_domains)}"
-                 if settings.sign_in_domains else "")
+        where = (
+            f" with an account at {', '.join(settings.sign_in_domains)}"
+            if settings.sign_in_domains
+            else ""
+        )
         lines.append((Control.SIGN_IN_REQUIRED, f"Participants must sign in{where}."))
     if not settings.join_before_host:
         lines.append((Control.JOIN_BEFORE_HOST, "Nobody can join before the host."))
@@ -169,10 +196,18 @@ def describe_enforced(settings: MeetingSettings, not_enforced: Iterable[Control]
     if settings.per_invitee_links:
         lines.append((Control.PER_INVITEE_LINKS, "Each invitee has a personal link."))
     if settings.invitee_domains:
-        lines.append((Control.INVITEE_DOMAINS,
-                      f"Invitations go only to {', '.join(settings.invitee_domains)}."))
-    lines.append((Control.MAX_DURATION,
-                  f"The meeting lasts at most {settings.max_duration_minutes} minutes."))
+        lines.append(
+            (
+                Control.INVITEE_DOMAINS,
+                f"Invitations go only to {', '.join(settings.invitee_domains)}.",
+            )
+        )
+    lines.append(
+        (
+            Control.MAX_DURATION,
+            f"The meeting lasts at most {settings.max_duration_minutes} minutes.",
+        )
+    )
     return [text for control, text in lines if control not in skip]
 
 

@@ -154,11 +154,10 @@ class SmtpTransport:
             raise ValueError("smtp.username and smtp.password must be set together")
         if settings.security == "none" and has_username:
             raise ValueError(
-                'smtp.security="none" would send the password in the clear; '
-                'use "starttls" or "tls"')
+                'smtp.security="none" would send the password in the clear; use "starttls" or "tls"'
+            )
         self._settings = settings
-        self._tls_context = (
-            None if settings.security == "none" else _tls_context(settings.ca_file))
+        self._tls_context = None if settings.security == "none" else _tls_context(settings.ca_file)
         self._smtp: aiosmtplib.SMTP | None = None
         self._lock = asyncio.Lock()
         self.connections_opened = 0
@@ -224,8 +223,7 @@ class SmtpTransport:
             if settings.security == "starttls":
                 await _start_tls(smtp)
             if settings.username is not None and settings.password is not None:
-                await _authenticate(
-                    smtp, settings.username, settings.password.get_secret_value())
+                await _authenticate(smtp, settings.username, settings.password.get_secret_value())
         except BaseException as exc:
             _discard(smtp, smtp.transport)
             _raise_for_connect(exc)
@@ -322,20 +320,24 @@ def _raise_for_connect(exc: BaseException) -> NoReturn:
     chain = (exc, exc.__cause__, exc.__context__)
     if any(isinstance(link, ssl.SSLCertVerificationError) for link in chain):
         raise MailRelayMisconfigured(
-            "the mail relay's TLS certificate was not trusted (check smtp.ca_file)") from exc
+            "the mail relay's TLS certificate was not trusted (check smtp.ca_file)"
+        ) from exc
     if isinstance(exc, aiosmtplib.SMTPResponseException):
         if exc.code in _AUTH_CODES:
             raise MailRelayMisconfigured(
                 f"the mail relay refused our credentials ({exc.code}); "
-                "check smtp.username and smtp.password") from exc
+                "check smtp.username and smtp.password"
+            ) from exc
         if exc.code >= 500:
             raise MailRelayMisconfigured(
-                f"the mail relay refused the session ({exc.code})") from exc
+                f"the mail relay refused the session ({exc.code})"
+            ) from exc
         raise ChannelRetriable(f"the mail relay is not accepting mail now ({exc.code})") from exc
     if isinstance(exc, aiosmtplib.SMTPNotSupported):
         raise MailRelayMisconfigured(
             "the mail relay does not offer what smtp.security or the login needs "
-            "(STARTTLS or a supported AUTH method)") from exc
+            "(STARTTLS or a supported AUTH method)"
+        ) from exc
     if isinstance(exc, aiosmtplib.SMTPTimeoutError | TimeoutError):
         raise ChannelRetriable("the mail relay did not answer in time") from exc
     if isinstance(exc, ssl.SSLError):

@@ -46,12 +46,17 @@ from provisioner.settings import WorkerSettings
 log = structlog.get_logger(__name__)
 
 
-def backoff_seconds(attempt: int, settings: WorkerSettings, *,
-                    rand: Callable[[], float] = random.random,  # noqa: S311 (jitter only)
-                    retry_after: float | None = None) -> float:
+def backoff_seconds(
+    attempt: int,
+    settings: WorkerSettings,
+    *,
+    rand: Callable[[], float] = random.random,  # noqa: S311 (jitter only)
+    retry_after: float | None = None,
+) -> float:
     """Full-jitter exponential backoff, but never sooner than the server asked."""
-    ceiling = min(settings.backoff_max_seconds,
-                  settings.backoff_base_seconds * 2.0 ** max(0, attempt - 1))
+    ceiling = min(
+        settings.backoff_max_seconds, settings.backoff_base_seconds * 2.0 ** max(0, attempt - 1)
+    )
     delay = ceiling * rand()
     if retry_after is not None:
         delay = max(delay, min(retry_after, settings.backoff_max_seconds))
@@ -69,9 +74,16 @@ class BatchResult:
 class DeliveryWorker:
     """One worker loop; run several (processes or hosts) against the same database."""
 
-    def __init__(self, db: Database, channels: Mapping[str, Channel], *, cipher: FieldCipher,
-                 settings: WorkerSettings, worker_id: str | None = None,
-                 rand: Callable[[], float] = random.random) -> None:  # noqa: S311
+    def __init__(
+        self,
+        db: Database,
+        channels: Mapping[str, Channel],
+        *,
+        cipher: FieldCipher,
+        settings: WorkerSettings,
+        worker_id: str | None = None,
+        rand: Callable[[], float] = random.random,
+    ) -> None:  # noqa: S311
         self._db = db
         self._channels = channels
         self._cipher = cipher
@@ -97,8 +109,9 @@ class DeliveryWorker:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(_first_of(stop, self._wake),
-                                       timeout=self._settings.poll_interval_seconds)
+                await asyncio.wait_for(
+                    _first_of(stop, self._wake), timeout=self._settings.poll_interval_seconds
+                )
         log.info("worker.stopped", worker_id=self.worker_id)
 
     async def run_once(self) -> BatchResult:
@@ -127,12 +140,15 @@ class DeliveryWorker:
         async with self._db.session() as session:
             due = (
                 select(Delivery.id)
-                .where(or_(
-                    and_(Delivery.status == DeliveryStatus.PENDING,
-                         Delivery.next_attempt_at <= now),
-                    and_(Delivery.status == DeliveryStatus.SENDING,
-                         Delivery.lease_until < now),
-                ))
+                .where(
+                    or_(
+                        and_(
+                            Delivery.status == DeliveryStatus.PENDING,
+                            Delivery.next_attempt_at <= now,
+                        ),
+                        and_(Delivery.status == DeliveryStatus.SENDING, Delivery.lease_until < now),
+                    )
+                )
                 .order_by(Delivery.next_attempt_at)
                 .limit(self._settings.batch_size)
                 .with_for_update(skip_locked=True)
@@ -143,11 +159,13 @@ class DeliveryWorker:
             claimed = await session.scalars(
                 update(Delivery)
                 .where(Delivery.id.in_(ids))
-                .where(or_(Delivery.status == DeliveryStatus.PENDING,
-                           Delivery.lease_until < now))
-                .values(status=DeliveryStatus.SENDING, claimed_by=self.worker_id,
-                        lease_until=now + timedelta(seconds=self._settings.lease_seconds),
-                        attempts=Delivery.attempts + 1)
+                .where(or_(Delivery.status == DeliveryStatus.PENDING, Delivery.lease_until < now))
+                .values(
+                    status=DeliveryStatus.SENDING,
+                    claimed_by=self.worker_id,
+                    lease_until=now + timedelta(seconds=self._settings.lease_seconds),
+                    attempts=Delivery.attempts + 1,
+                )
                 .returning(Delivery.id)
             )
             return list(claimed.all())
@@ -172,14 +190,19 @@ class DeliveryWorker:
         except Exception as exc:  # an unexpected bug must not lose the delivery
             error, receipt = ChannelRetriable(f"unexpected {type(exc).__name__}"), None
         async with self._db.session() as session:
-            return await self._record(session, delivery, receipt.message_id if receipt
-                                      else None, error, log_)
+            return await self._record(
+                session, delivery, receipt.message_id if receipt else None, error, log_
+            )
 
-    async def _load(self, session: AsyncSession, delivery_id: str
-                    ) -> tuple[Delivery, DeliveryContext] | None:
+    async def _load(
+        self, session: AsyncSession, delivery_id: str
+    ) -> tuple[Delivery, DeliveryContext] | None:
         delivery = await session.get(Delivery, delivery_id)
-        if (delivery is None or delivery.status != DeliveryStatus.SENDING
-                or delivery.claimed_by != self.worker_id):
+        if (
+            delivery is None
+            or delivery.status != DeliveryStatus.SENDING
+            or delivery.claimed_by != self.worker_id
+        ):
             return None
         meeting = await session.get(Meeting, delivery.meeting_id)
         if meeting is None:
@@ -196,25 +219,43 @@ class DeliveryWorker:
             return None
         if meeting.state == MeetingState.VERIFIED:
             meeting.state = MeetingState.DELIVERING
-            await record_event(session, actor="system", action="meeting.delivering",
-                               target_type="meeting", target_id=meeting.id, details={})
+            await record_event(
+                session,
+                actor="system",
+                action="meeting.delivering",
+                target_type="meeting",
+                target_id=meeting.id,
+                details={},
+            )
         context = DeliveryContext(
-            delivery_id=delivery.id, meeting_id=meeting.id, uid=meeting.ics_uid,
-            sequence=delivery.sequence, method=Method(delivery.method), topic=meeting.topic,
-            start=meeting.starts_at, end=meeting.ends_at, timezone=meeting.timezone,
+            delivery_id=delivery.id,
+            meeting_id=meeting.id,
+            uid=meeting.ics_uid,
+            sequence=delivery.sequence,
+            method=Method(delivery.method),
+            topic=meeting.topic,
+            start=meeting.starts_at,
+            end=meeting.ends_at,
+            timezone=meeting.timezone,
             provider=meeting.provider,
             organizer=Person(email=meeting.host_email, name=meeting.host_name),
             recipient=Person(email=delivery.recipient_email, name=delivery.recipient_name),
             role=Role(delivery.role),
             join=open_join(self._cipher, sealed, table=table, row_id=row_id),
-            personal=personal, settings=settings_from_json(meeting.settings),
+            personal=personal,
+            settings=settings_from_json(meeting.settings),
             not_enforced=frozenset(Control(c) for c in meeting.not_enforced),
         )
         return delivery, context
 
-    async def _record(self, session: AsyncSession, delivery: Delivery, message_id: str | None,
-                      error: ChannelError | None, log_: structlog.typing.FilteringBoundLogger
-                      ) -> DeliveryStatus:
+    async def _record(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        message_id: str | None,
+        error: ChannelError | None,
+        log_: structlog.typing.FilteringBoundLogger,
+    ) -> DeliveryStatus:
         row = await session.get(Delivery, delivery.id, with_for_update=True)
         if row is None or row.claimed_by != self.worker_id or row.status != DeliveryStatus.SENDING:
             return DeliveryStatus.SENDING
@@ -222,11 +263,24 @@ class DeliveryWorker:
         row.lease_until = None
         if error is None:
             row.status, row.sent_at, row.message_id, row.last_error = (
-                DeliveryStatus.SENT, now, message_id, None)
-            await record_event(session, actor="system", action="delivery.sent",
-                               target_type="delivery", target_id=row.id,
-                               details={"meeting_id": row.meeting_id, "role": row.role,
-                                        "channel": row.channel, "attempts": row.attempts})
+                DeliveryStatus.SENT,
+                now,
+                message_id,
+                None,
+            )
+            await record_event(
+                session,
+                actor="system",
+                action="delivery.sent",
+                target_type="delivery",
+                target_id=row.id,
+                details={
+                    "meeting_id": row.meeting_id,
+                    "role": row.role,
+                    "channel": row.channel,
+                    "attempts": row.attempts,
+                },
+            )
             log_.info("delivery.sent", attempts=row.attempts)
             await self._maybe_delivered(session, row.meeting_id)
             return DeliveryStatus.SENT
@@ -234,39 +288,72 @@ class DeliveryWorker:
         permanent = isinstance(error, ChannelRejected)
         if permanent or row.attempts >= self._settings.max_attempts:
             row.status = DeliveryStatus.DEAD
-            await record_event(session, actor="system", action="delivery.dead_lettered",
-                               target_type="delivery", target_id=row.id,
-                               details={"meeting_id": row.meeting_id, "role": row.role,
-                                        "attempts": row.attempts,
-                                        "error": type(error).__name__})
-            log_.error("delivery.dead_lettered", attempts=row.attempts,
-                       error_type=type(error).__name__)
+            await record_event(
+                session,
+                actor="system",
+                action="delivery.dead_lettered",
+                target_type="delivery",
+                target_id=row.id,
+                details={
+                    "meeting_id": row.meeting_id,
+                    "role": row.role,
+                    "attempts": row.attempts,
+                    "error": type(error).__name__,
+                },
+            )
+            log_.error(
+                "delivery.dead_lettered", attempts=row.attempts, error_type=type(error).__name__
+            )
             return DeliveryStatus.DEAD
         retry_after = error.retry_after if isinstance(error, ChannelRetriable) else None
-        delay = backoff_seconds(row.attempts, self._settings, rand=self._rand,
-                                retry_after=retry_after)
+        delay = backoff_seconds(
+            row.attempts, self._settings, rand=self._rand, retry_after=retry_after
+        )
         row.status = DeliveryStatus.PENDING
         row.next_attempt_at = now + timedelta(seconds=delay)
-        await record_event(session, actor="system", action="delivery.retry_scheduled",
-                           target_type="delivery", target_id=row.id,
-                           details={"meeting_id": row.meeting_id, "attempts": row.attempts,
-                                    "delay_seconds": round(delay, 1),
-                                    "error": type(error).__name__})
-        log_.warning("delivery.retry_scheduled", attempts=row.attempts,
-                     delay_seconds=round(delay, 1), error_type=type(error).__name__)
+        await record_event(
+            session,
+            actor="system",
+            action="delivery.retry_scheduled",
+            target_type="delivery",
+            target_id=row.id,
+            details={
+                "meeting_id": row.meeting_id,
+                "attempts": row.attempts,
+                "delay_seconds": round(delay, 1),
+                "error": type(error).__name__,
+            },
+        )
+        log_.warning(
+            "delivery.retry_scheduled",
+            attempts=row.attempts,
+            delay_seconds=round(delay, 1),
+            error_type=type(error).__name__,
+        )
         return DeliveryStatus.PENDING
 
     async def _maybe_delivered(self, session: AsyncSession, meeting_id: str) -> None:
         await session.flush()
         unsent = await session.scalar(
-            select(func.count()).select_from(Delivery)
-            .where(Delivery.meeting_id == meeting_id, Delivery.status != DeliveryStatus.SENT))
+            select(func.count())
+            .select_from(Delivery)
+            .where(Delivery.meeting_id == meeting_id, Delivery.status != DeliveryStatus.SENT)
+        )
         meeting = await session.get(Meeting, meeting_id)
-        if unsent == 0 and meeting is not None and meeting.state in (
-                MeetingState.VERIFIED, MeetingState.DELIVERING):
+        if (
+            unsent == 0
+            and meeting is not None
+            and meeting.state in (MeetingState.VERIFIED, MeetingState.DELIVERING)
+        ):
             meeting.state = MeetingState.DELIVERED
-            await record_event(session, actor="system", action="meeting.delivered",
-                               target_type="meeting", target_id=meeting_id, details={})
+            await record_event(
+                session,
+                actor="system",
+                action="meeting.delivered",
+                target_type="meeting",
+                target_id=meeting_id,
+                details={},
+            )
 
 
 async def _first_of(*events: asyncio.Event) -> None:

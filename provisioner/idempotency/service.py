@@ -77,16 +77,23 @@ async def claim_key(
     while True:
         try:
             async with db.session() as session:
-                outcome = await _try_claim(session, scope=scope, key=key,
-                                           fingerprint=fingerprint, meeting_id=meeting_id,
-                                           cipher=cipher, settings=settings)
+                outcome = await _try_claim(
+                    session,
+                    scope=scope,
+                    key=key,
+                    fingerprint=fingerprint,
+                    meeting_id=meeting_id,
+                    cipher=cipher,
+                    settings=settings,
+                )
         except IntegrityError:
             outcome = None  # another request inserted it first; look again
         if outcome is not None:
             return outcome
         if loop.time() >= deadline:
             raise IdempotencyKeyInFlight(
-                "a request with this Idempotency-Key is still being processed; retry shortly")
+                "a request with this Idempotency-Key is still being processed; retry shortly"
+            )
         await asyncio.sleep(_POLL_SECONDS)
 
 
@@ -102,27 +109,35 @@ async def _try_claim(
 ) -> Claimed | Replay | None:
     now = utcnow()
     existing = await session.scalar(
-        select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key))
+        select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
+    )
     if existing is not None and existing.expires_at <= now:
         await session.delete(existing)
         await session.flush()
         existing = None
     if existing is None:
-        row = IdempotencyKey(scope=scope, key=key, request_hash=fingerprint,
-                             state=KeyState.IN_FLIGHT, meeting_id=meeting_id, created_at=now,
-                             expires_at=now + timedelta(hours=settings.retention_hours))
+        row = IdempotencyKey(
+            scope=scope,
+            key=key,
+            request_hash=fingerprint,
+            state=KeyState.IN_FLIGHT,
+            meeting_id=meeting_id,
+            created_at=now,
+            expires_at=now + timedelta(hours=settings.retention_hours),
+        )
         session.add(row)
         await session.flush()
         return Claimed(key_id=row.id)
     if existing.request_hash != fingerprint:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was already used with a different request body; "
-            "use a new key for a new request")
+            "use a new key for a new request"
+        )
     if existing.state == KeyState.COMPLETED and existing.response_secret is not None:
-        body = json.loads(cipher.decrypt(existing.response_secret,
-                                         context=_context(existing.id)))
-        return Replay(status=existing.response_status or 200, body=body,
-                      meeting_id=existing.meeting_id)
+        body = json.loads(cipher.decrypt(existing.response_secret, context=_context(existing.id)))
+        return Replay(
+            status=existing.response_status or 200, body=body, meeting_id=existing.meeting_id
+        )
     return None
 
 
@@ -154,5 +169,6 @@ async def release_key(session: AsyncSession, claim: Claimed) -> None:
 
 async def purge_expired(session: AsyncSession) -> int:
     result = await session.execute(
-        delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow()))
+        delete(IdempotencyKey).where(IdempotencyKey.expires_at <= utcnow())
+    )
     return int(getattr(result, "rowcount", 0) or 0)

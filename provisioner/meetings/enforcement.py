@@ -47,8 +47,7 @@ class EnforcementPlan:
     not_enforced: frozenset[Control]
 
 
-def plan_enforcement(policy: EffectivePolicy, capabilities: frozenset[Control]
-                     ) -> EnforcementPlan:
+def plan_enforcement(policy: EffectivePolicy, capabilities: frozenset[Control]) -> EnforcementPlan:
     wanted = restrictive_controls(policy.settings)
     missing = wanted - capabilities
     return EnforcementPlan(
@@ -58,9 +57,13 @@ def plan_enforcement(policy: EffectivePolicy, capabilities: frozenset[Control]
     )
 
 
-def confirmed_enforcement(wanted: frozenset[Control], created: ProvisionedMeeting,
-                          observed: ObservedSettings, *, meeting_id: str
-                          ) -> tuple[frozenset[Control], frozenset[Control]]:
+def confirmed_enforcement(
+    wanted: frozenset[Control],
+    created: ProvisionedMeeting,
+    observed: ObservedSettings,
+    *,
+    meeting_id: str,
+) -> tuple[frozenset[Control], frozenset[Control]]:
     """(enforced, not_enforced) after the read-back; a contradiction is an error.
 
     A control counts as enforced only if the provider claimed to apply it AND the read-back
@@ -71,12 +74,14 @@ def confirmed_enforcement(wanted: frozenset[Control], created: ProvisionedMeetin
         VerificationFailed: the read-back contradicted a claimed control.
     """
     claimed = created.enforced & wanted
-    contradicted = {control: what for control, what in observed.mismatched.items()
-                    if control in claimed}
+    contradicted = {
+        control: what for control, what in observed.mismatched.items() if control in claimed
+    }
     if contradicted:
         raise VerificationFailed(
             "the provider's read-back contradicted: "
             + ", ".join(f"{c} ({w})" for c, w in sorted(contradicted.items())),
-            meeting_id=meeting_id)
+            meeting_id=meeting_id,
+        )
     enforced = claimed & observed.confirmed
     return enforced, wanted - enforced

@@ -44,14 +44,16 @@ from provisioner.providers.errors import ProviderNotFound, ProviderUnsupported
 
 log = structlog.get_logger(__name__)
 
-CHANGEABLE = frozenset({MeetingState.VERIFIED, MeetingState.DELIVERING,
-                        MeetingState.DELIVERED})
+CHANGEABLE = frozenset({MeetingState.VERIFIED, MeetingState.DELIVERING, MeetingState.DELIVERED})
 
 
 def _require(provider: MeetingProvider, feature: Feature) -> None:
     if feature not in provider.features:
-        raise ProviderUnsupported(f"{provider.name} has no API to {feature.replace('_', ' ')}",
-                                  provider=provider.name, feature=feature)
+        raise ProviderUnsupported(
+            f"{provider.name} has no API to {feature.replace('_', ' ')}",
+            provider=provider.name,
+            feature=feature,
+        )
 
 
 def _ref(meeting: Meeting) -> MeetingRef:
@@ -69,13 +71,19 @@ async def _body(deps: Provisioning, meeting_id: str, host: Principal) -> dict[st
     async with deps.db.session() as session:
         meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
         status = await delivery_status_by_invitee(session, meeting.id)
-        return meeting_read(meeting, cipher=deps.cipher, include_host_join=True,
-                            delivery_status=status)
+        return meeting_read(
+            meeting, cipher=deps.cipher, include_host_join=True, delivery_status=status
+        )
 
 
-async def reschedule_meeting(deps: Provisioning, *, meeting_id: str, host: Principal,
-                             change: MeetingUpdate, provider: MeetingProvider
-                             ) -> dict[str, Any]:
+async def reschedule_meeting(
+    deps: Provisioning,
+    *,
+    meeting_id: str,
+    host: Principal,
+    change: MeetingUpdate,
+    provider: MeetingProvider,
+) -> dict[str, Any]:
     """Move or rename the same meeting and re-invite everyone with a higher SEQUENCE.
 
     Raises:
@@ -93,29 +101,39 @@ async def reschedule_meeting(deps: Provisioning, *, meeting_id: str, host: Princ
         timezone = change.timezone or meeting.timezone
         start = change.aware_start(timezone) or meeting.starts_at
         minutes = change.duration_minutes or int(
-            (meeting.ends_at - meeting.starts_at).total_seconds() // 60)
+            (meeting.ends_at - meeting.starts_at).total_seconds() // 60
+        )
         spec = MeetingSpec(
-            meeting_id=meeting.id, topic=change.topic or meeting.topic, start=start,
-            duration=timedelta(minutes=minutes), timezone=timezone,
+            meeting_id=meeting.id,
+            topic=change.topic or meeting.topic,
+            start=start,
+            duration=timedelta(minutes=minutes),
+            timezone=timezone,
             host=Person(email=meeting.host_email, name=meeting.host_name),
             invitees=tuple(Person(email=i.email, name=i.name) for i in meeting.invitees),
-            settings=settings)
+            settings=settings,
+        )
         ref = _ref(meeting)
     errors: list[FieldError] = []
     if start < utcnow() - START_SKEW:
         errors.append(FieldError("start", "must not be in the past"))
     if minutes > settings.max_duration_minutes:
-        errors.append(FieldError("duration_minutes",
-                                 f"at most {settings.max_duration_minutes} under this "
-                                 "meeting's policy"))
+        errors.append(
+            FieldError(
+                "duration_minutes",
+                f"at most {settings.max_duration_minutes} under this meeting's policy",
+            )
+        )
     if errors:
-        raise InvalidRequest("; ".join(f"{e.field}: {e.reason}" for e in errors),
-                             errors=tuple(errors))
+        raise InvalidRequest(
+            "; ".join(f"{e.field}: {e.reason}" for e in errors), errors=tuple(errors)
+        )
 
     updated = await provider.update(spec, ref)
     observed = await provider.verify(spec, updated)
-    enforced, not_enforced = confirmed_enforcement(restrictive_controls(settings), updated,
-                                                   observed, meeting_id=meeting_id)
+    enforced, not_enforced = confirmed_enforcement(
+        restrictive_controls(settings), updated, observed, meeting_id=meeting_id
+    )
     async with deps.db.session() as session:
         meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
         _check_changeable(meeting)  # it may have been cancelled while we were away
@@ -124,27 +142,40 @@ async def reschedule_meeting(deps: Provisioning, *, meeting_id: str, host: Princ
         meeting.starts_at, meeting.ends_at = spec.start, spec.end
         meeting.reference = dict(updated.reference)
         meeting.enforced, meeting.not_enforced = sorted(enforced), sorted(not_enforced)
-        meeting.host_join_secret = seal_join(deps.cipher, updated.host, table="meetings",
-                                             row_id=meeting.id)
+        meeting.host_join_secret = seal_join(
+            deps.cipher, updated.host, table="meetings", row_id=meeting.id
+        )
         for invitee in meeting.invitees:
-            invitee.join_secret = seal_join(deps.cipher, updated.join_for(invitee.email),
-                                            table="invitees", row_id=invitee.id)
+            invitee.join_secret = seal_join(
+                deps.cipher, updated.join_for(invitee.email), table="invitees", row_id=invitee.id
+            )
         meeting.sequence += 1
         meeting.state = MeetingState.VERIFIED
-        deliveries = await queue_deliveries(session, meeting, meeting.invitees,
-                                            method=Method.REQUEST)
-        await record_event(session, actor=host.subject, action="meeting.rescheduled",
-                           target_type="meeting", target_id=meeting.id,
-                           details={"previous": previous, "start": spec.start.isoformat(),
-                                    "end": spec.end.isoformat(), "sequence": meeting.sequence,
-                                    "deliveries": len(deliveries)})
+        deliveries = await queue_deliveries(
+            session, meeting, meeting.invitees, method=Method.REQUEST
+        )
+        await record_event(
+            session,
+            actor=host.subject,
+            action="meeting.rescheduled",
+            target_type="meeting",
+            target_id=meeting.id,
+            details={
+                "previous": previous,
+                "start": spec.start.isoformat(),
+                "end": spec.end.isoformat(),
+                "sequence": meeting.sequence,
+                "deliveries": len(deliveries),
+            },
+        )
         sequence = meeting.sequence
     log.info("meeting.rescheduled", meeting_id=meeting_id, sequence=sequence)
     return await _body(deps, meeting_id, host)
 
 
-async def cancel_meeting(deps: Provisioning, *, meeting_id: str, host: Principal,
-                         provider: MeetingProvider) -> dict[str, Any]:
+async def cancel_meeting(
+    deps: Provisioning, *, meeting_id: str, host: Principal, provider: MeetingProvider
+) -> dict[str, Any]:
     """Delete the meeting at the provider and send everyone a cancellation.
 
     Raises:
@@ -163,18 +194,28 @@ async def cancel_meeting(deps: Provisioning, *, meeting_id: str, host: Principal
         _check_changeable(meeting)
         meeting.sequence += 1
         meeting.state = MeetingState.CANCELLED
-        deliveries = await queue_deliveries(session, meeting, meeting.invitees,
-                                            method=Method.CANCEL)
-        await record_event(session, actor=host.subject, action="meeting.cancelled",
-                           target_type="meeting", target_id=meeting.id,
-                           details={"provider": meeting.provider, "sequence": meeting.sequence,
-                                    "deliveries": len(deliveries)})
+        deliveries = await queue_deliveries(
+            session, meeting, meeting.invitees, method=Method.CANCEL
+        )
+        await record_event(
+            session,
+            actor=host.subject,
+            action="meeting.cancelled",
+            target_type="meeting",
+            target_id=meeting.id,
+            details={
+                "provider": meeting.provider,
+                "sequence": meeting.sequence,
+                "deliveries": len(deliveries),
+            },
+        )
     log.info("meeting.cancelled", meeting_id=meeting_id)
     return await _body(deps, meeting_id, host)
 
 
-async def end_meeting(deps: Provisioning, *, meeting_id: str, host: Principal,
-                      provider: MeetingProvider) -> dict[str, Any]:
+async def end_meeting(
+    deps: Provisioning, *, meeting_id: str, host: Principal, provider: MeetingProvider
+) -> dict[str, Any]:
     """End a running meeting for everyone.
 
     Raises:
@@ -189,8 +230,13 @@ async def end_meeting(deps: Provisioning, *, meeting_id: str, host: Principal,
     async with deps.db.session() as session:
         meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
         meeting.state = MeetingState.ENDED
-        await record_event(session, actor=host.subject, action="meeting.ended",
-                           target_type="meeting", target_id=meeting.id,
-                           details={"provider": meeting.provider})
+        await record_event(
+            session,
+            actor=host.subject,
+            action="meeting.ended",
+            target_type="meeting",
+            target_id=meeting.id,
+            details={"provider": meeting.provider},
+        )
     log.info("meeting.ended", meeting_id=meeting_id)
     return await _body(deps, meeting_id, host)

@@ -19,25 +19,51 @@ from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.meetings.models import Invitee, Meeting
 
 
-async def queue_deliveries(session: AsyncSession, meeting: Meeting,
-                           invitees: Sequence[Invitee], *, method: Method,
-                           channel: str = "email") -> list[Delivery]:
+async def queue_deliveries(
+    session: AsyncSession,
+    meeting: Meeting,
+    invitees: Sequence[Invitee],
+    *,
+    method: Method,
+    channel: str = "email",
+) -> list[Delivery]:
     """One delivery to the host and one to each invitee, at `meeting.sequence`."""
     await session.execute(
         update(Delivery)
-        .where(Delivery.meeting_id == meeting.id, Delivery.status == DeliveryStatus.PENDING,
-               Delivery.sequence < meeting.sequence)
-        .values(status=DeliveryStatus.SUPERSEDED))
-    deliveries = [Delivery(
-        id=str(uuid.uuid4()), meeting_id=meeting.id, invitee_id=None, role=Role.HOST,
-        channel=channel, recipient_email=meeting.host_email, recipient_name=meeting.host_name,
-        method=method, sequence=meeting.sequence,
-    )]
-    deliveries += [Delivery(
-        id=str(uuid.uuid4()), meeting_id=meeting.id, invitee_id=invitee.id, role=Role.INVITEE,
-        channel=channel, recipient_email=invitee.email, recipient_name=invitee.name,
-        method=method, sequence=meeting.sequence,
-    ) for invitee in invitees]
+        .where(
+            Delivery.meeting_id == meeting.id,
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.sequence < meeting.sequence,
+        )
+        .values(status=DeliveryStatus.SUPERSEDED)
+    )
+    deliveries = [
+        Delivery(
+            id=str(uuid.uuid4()),
+            meeting_id=meeting.id,
+            invitee_id=None,
+            role=Role.HOST,
+            channel=channel,
+            recipient_email=meeting.host_email,
+            recipient_name=meeting.host_name,
+            method=method,
+            sequence=meeting.sequence,
+        )
+    ]
+    deliveries += [
+        Delivery(
+            id=str(uuid.uuid4()),
+            meeting_id=meeting.id,
+            invitee_id=invitee.id,
+            role=Role.INVITEE,
+            channel=channel,
+            recipient_email=invitee.email,
+            recipient_name=invitee.name,
+            method=method,
+            sequence=meeting.sequence,
+        )
+        for invitee in invitees
+    ]
     session.add_all(deliveries)
     await session.flush()
     return deliveries

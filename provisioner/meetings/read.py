@@ -34,9 +34,15 @@ def meeting_read(
         settings=meeting.settings,
         enforced=list(meeting.enforced),
         not_enforced=list(meeting.not_enforced),
-        invitees=[InviteeRead(email=i.email, name=i.name, personal_link=i.personal_link,
-                              delivery_status=delivery_status.get(i.id))
-                  for i in meeting.invitees],
+        invitees=[
+            InviteeRead(
+                email=i.email,
+                name=i.name,
+                personal_link=i.personal_link,
+                delivery_status=delivery_status.get(i.id),
+            )
+            for i in meeting.invitees
+        ],
         host_join=host_join,
         created_at=meeting.created_at,
     )

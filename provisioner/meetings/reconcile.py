@@ -29,18 +29,29 @@ async def reconcile_stale(db: Database, *, settings: IdempotencySettings) -> int
     """Fail stale `provisioning` meetings and release their claims; returns how many."""
     cutoff = utcnow() - timedelta(seconds=settings.stale_after_seconds)
     async with db.session() as session:
-        stale = (await session.scalars(
-            select(Meeting).where(Meeting.state == MeetingState.PROVISIONING,
-                                  Meeting.updated_at < cutoff))).all()
+        stale = (
+            await session.scalars(
+                select(Meeting).where(
+                    Meeting.state == MeetingState.PROVISIONING, Meeting.updated_at < cutoff
+                )
+            )
+        ).all()
         for meeting in stale:
             meeting.state = MeetingState.FAILED
             meeting.failure = "interrupted"
-            await record_event(session, actor="system", action="meeting.reconciled",
-                               target_type="meeting", target_id=meeting.id,
-                               details={"reason": "interrupted while provisioning",
-                                        "provider": meeting.provider})
-        await session.execute(delete(IdempotencyKey).where(
-            IdempotencyKey.state == KeyState.IN_FLIGHT, IdempotencyKey.created_at < cutoff))
+            await record_event(
+                session,
+                actor="system",
+                action="meeting.reconciled",
+                target_type="meeting",
+                target_id=meeting.id,
+                details={"reason": "interrupted while provisioning", "provider": meeting.provider},
+            )
+        await session.execute(
+            delete(IdempotencyKey).where(
+                IdempotencyKey.state == KeyState.IN_FLIGHT, IdempotencyKey.created_at < cutoff
+            )
+        )
         purged = await purge_expired(session)
     if stale or purged:
         log.info("meeting.reconciled", meetings=len(stale), expired_keys=purged)

@@ -50,9 +50,14 @@ router = APIRouter(prefix="/api/v1/meetings", tags=["meetings"])
 
 IdempotencyKeyHeader = Annotated[
     str | None,
-    Header(alias="Idempotency-Key", min_length=1, max_length=255, pattern=r"^[\x21-\x7e]+$",
-           description="Any unique string per logical request; retries with it never create "
-                       "a second meeting. Kept 24 hours, scoped to the caller."),
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Any unique string per logical request; retries with it never create "
+        "a second meeting. Kept 24 hours, scoped to the caller.",
+    ),
 ]
 
 
@@ -61,10 +66,18 @@ IdempotencyKeyHeader = Annotated[
     status_code=201,
     response_model=MeetingRead,
     dependencies=[require_scope("meetings:write")],
-    responses=responses(InvalidRequest, PolicyViolation, ControlNotEnforceable,
-                        IdempotencyKeyReused, IdempotencyKeyInFlight, ProviderUnknown,
-                        ProviderRetriable, VerificationFailed, AuthenticationFailed,
-                        PermissionDenied),
+    responses=responses(
+        InvalidRequest,
+        PolicyViolation,
+        ControlNotEnforceable,
+        IdempotencyKeyReused,
+        IdempotencyKeyInFlight,
+        ProviderUnknown,
+        ProviderRetriable,
+        VerificationFailed,
+        AuthenticationFailed,
+        PermissionDenied,
+    ),
 )
 async def create_meeting(
     body: MeetingCreate,
@@ -97,8 +110,9 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         stamp, meeting_id = raw.split("|", 1)
         return datetime.fromisoformat(stamp), meeting_id
     except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("cursor is not one this API returned",
-                             errors=(FieldError("cursor", "malformed"),)) from None
+        raise InvalidRequest(
+            "cursor is not one this API returned", errors=(FieldError("cursor", "malformed"),)
+        ) from None
 
 
 def _encode_cursor(after: tuple[datetime, str]) -> str:
@@ -120,13 +134,23 @@ async def list_meetings(
 ) -> MeetingList:
     """The caller's meetings, newest first (no join details in the list)."""
     rows, after = await list_meetings_for_host(
-        session, host=principal, limit=limit,
-        after=_decode_cursor(cursor) if cursor else None)
+        session, host=principal, limit=limit, after=_decode_cursor(cursor) if cursor else None
+    )
     return MeetingList(
-        data=[MeetingSummary(id=m.id, topic=m.topic, provider=m.provider, state=m.state,
-                             start=m.starts_at, end=m.ends_at, timezone=m.timezone,
-                             invitee_count=count, created_at=m.created_at)
-              for m, count in rows],
+        data=[
+            MeetingSummary(
+                id=m.id,
+                topic=m.topic,
+                provider=m.provider,
+                state=m.state,
+                start=m.starts_at,
+                end=m.ends_at,
+                timezone=m.timezone,
+                invitee_count=count,
+                created_at=m.created_at,
+            )
+            for m, count in rows
+        ],
         next_cursor=_encode_cursor(after) if after else None,
     )
 
@@ -146,19 +170,27 @@ async def get_meeting(
     """One of the caller's meetings, with the host's own link and passcode."""
     meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=principal)
     status = await delivery_status_by_invitee(session, meeting.id)
-    body = meeting_read(meeting, cipher=state.cipher, include_host_join=True,
-                        delivery_status=status)
+    body = meeting_read(
+        meeting, cipher=state.cipher, include_host_join=True, delivery_status=status
+    )
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
 MeetingId = Annotated[str, Path(max_length=64)]
-LIFECYCLE_PROBLEMS = responses(MeetingNotFound, MeetingNotChangeable, ProviderUnsupported,
-                               ProviderRetriable, VerificationFailed, AuthenticationFailed,
-                               PermissionDenied)
+LIFECYCLE_PROBLEMS = responses(
+    MeetingNotFound,
+    MeetingNotChangeable,
+    ProviderUnsupported,
+    ProviderRetriable,
+    VerificationFailed,
+    AuthenticationFailed,
+    PermissionDenied,
+)
 
 
-async def _provider_of(state: StateDep, meeting_id: str, principal: CurrentPrincipal
-                       ) -> MeetingProvider:
+async def _provider_of(
+    state: StateDep, meeting_id: str, principal: CurrentPrincipal
+) -> MeetingProvider:
     # A short session of its own: the lifecycle services open theirs around the provider
     # call, and on SQLite's single connection a request-long session would block them.
     async with state.db.session() as session:
@@ -172,12 +204,14 @@ async def _provider_of(state: StateDep, meeting_id: str, principal: CurrentPrinc
     dependencies=[require_scope("meetings:write")],
     responses=LIFECYCLE_PROBLEMS | responses(InvalidRequest),
 )
-async def reschedule(meeting_id: MeetingId, body: MeetingUpdate, principal: CurrentPrincipal,
-                     state: StateDep) -> JSONResponse:
+async def reschedule(
+    meeting_id: MeetingId, body: MeetingUpdate, principal: CurrentPrincipal, state: StateDep
+) -> JSONResponse:
     """Move or rename a meeting; everyone gets an updated invitation (same UID, higher SEQUENCE)."""
     provider = await _provider_of(state, meeting_id, principal)
-    result = await reschedule_meeting(state.provisioning, meeting_id=meeting_id,
-                                      host=principal, change=body, provider=provider)
+    result = await reschedule_meeting(
+        state.provisioning, meeting_id=meeting_id, host=principal, change=body, provider=provider
+    )
     state.worker.wake()
     return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
@@ -188,12 +222,14 @@ async def reschedule(meeting_id: MeetingId, body: MeetingUpdate, principal: Curr
     dependencies=[require_scope("meetings:write")],
     responses=LIFECYCLE_PROBLEMS,
 )
-async def cancel(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep
-                 ) -> JSONResponse:
+async def cancel(
+    meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep
+) -> JSONResponse:
     """Cancel a meeting: deleted at the provider, a cancellation sent to everyone."""
     provider = await _provider_of(state, meeting_id, principal)
-    result = await cancel_meeting(state.provisioning, meeting_id=meeting_id, host=principal,
-                                  provider=provider)
+    result = await cancel_meeting(
+        state.provisioning, meeting_id=meeting_id, host=principal, provider=provider
+    )
     state.worker.wake()
     return JSONResponse(result, headers={"Cache-Control": "no-store"})
 
@@ -204,10 +240,10 @@ async def cancel(meeting_id: MeetingId, principal: CurrentPrincipal, state: Stat
     dependencies=[require_scope("meetings:write")],
     responses=LIFECYCLE_PROBLEMS,
 )
-async def end(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep
-              ) -> JSONResponse:
+async def end(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep) -> JSONResponse:
     """End a running meeting for everyone, where the provider has an API for it."""
     provider = await _provider_of(state, meeting_id, principal)
-    result = await end_meeting(state.provisioning, meeting_id=meeting_id, host=principal,
-                               provider=provider)
+    result = await end_meeting(
+        state.provisioning, meeting_id=meeting_id, host=principal, provider=provider
+    )
     return JSONResponse(result, headers={"Cache-Control": "no-store"})

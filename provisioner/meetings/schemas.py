@@ -37,7 +37,8 @@ def _no_control_chars(value: str) -> str:
 
 
 Text200 = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_no_control_chars),
 ]
 
@@ -60,23 +61,31 @@ class MeetingCreate(BaseModel):
     `start` may carry an offset; without one it is read in `timezone`.
     """
 
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
-        "topic": "Quarterly planning",
-        "start": "2030-03-04T15:00:00",
-        "duration_minutes": 45,
-        "timezone": "Europe/Berlin",
-        "invitees": [{"email": "ana@example.com", "name": "Ana Lima"}],
-        "provider": "jitsi",
-        "settings": {"chat": "off"},
-    }]})
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "topic": "Quarterly planning",
+                    "start": "2030-03-04T15:00:00",
+                    "duration_minutes": 45,
+                    "timezone": "Europe/Berlin",
+                    "invitees": [{"email": "ana@example.com", "name": "Ana Lima"}],
+                    "provider": "jitsi",
+                    "settings": {"chat": "off"},
+                }
+            ]
+        },
+    )
 
     topic: Text200
     start: datetime
     duration_minutes: int = Field(ge=1, le=1440)
     timezone: str = Field(min_length=1, max_length=64)
     invitees: list[InviteeIn] = Field(min_length=1, max_length=MAX_INVITEES)
-    provider: str | None = Field(default=None, min_length=1, max_length=40,
-                                 pattern=r"^[a-z0-9_-]+$")
+    provider: str | None = Field(
+        default=None, min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$"
+    )
     settings: SettingsRequest | None = None
 
     @field_validator("timezone")
@@ -152,7 +161,8 @@ class MeetingRead(BaseModel):
     not_enforced: list[str]
     invitees: list[InviteeRead]
     host_join: JoinRead | None = Field(
-        default=None, description="The host's own link and passcode; shown to the host only.")
+        default=None, description="The host's own link and passcode; shown to the host only."
+    )
     created_at: datetime
 
 
@@ -171,4 +181,5 @@ class MeetingSummary(BaseModel):
 class MeetingList(BaseModel):
     data: list[MeetingSummary]
     next_cursor: str | None = Field(
-        default=None, description="Pass as `cursor` to get the next page; null on the last.")
+        default=None, description="Pass as `cursor` to get the next page; null on the last."
+    )

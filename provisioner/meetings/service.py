@@ -92,8 +92,9 @@ class Provisioned:
     replayed: bool
 
 
-def _check_request(request: MeetingCreate, requester: Principal, *, max_invitees: int,
-                   now: datetime) -> list[Person]:
+def _check_request(
+    request: MeetingCreate, requester: Principal, *, max_invitees: int, now: datetime
+) -> list[Person]:
     """Checks the schema cannot make: start in the past, duplicates, configured limits."""
     errors: list[FieldError] = []
     if request.start < now - START_SKEW:
@@ -104,8 +105,11 @@ def _check_request(request: MeetingCreate, requester: Principal, *, max_invitees
     invitees: list[Person] = []
     for index, invitee in enumerate(request.invitees):
         if invitee.email in seen:
-            errors.append(FieldError(f"invitees[{index}].email",
-                                     f"repeats invitees[{seen[invitee.email]}].email"))
+            errors.append(
+                FieldError(
+                    f"invitees[{index}].email", f"repeats invitees[{seen[invitee.email]}].email"
+                )
+            )
             continue
         seen[invitee.email] = index
         if invitee.email == requester.email:
@@ -114,8 +118,9 @@ def _check_request(request: MeetingCreate, requester: Principal, *, max_invitees
     if not invitees and not errors:
         errors.append(FieldError("invitees", "must name someone other than the host"))
     if errors:
-        raise InvalidRequest("; ".join(f"{e.field}: {e.reason}" for e in errors),
-                             errors=tuple(errors))
+        raise InvalidRequest(
+            "; ".join(f"{e.field}: {e.reason}" for e in errors), errors=tuple(errors)
+        )
     return invitees
 
 
@@ -142,12 +147,15 @@ async def provision_meeting(
         VerificationFailed: the read-back contradicted the policy; the meeting was deleted.
     """
     now = utcnow()
-    invitees = _check_request(request, requester, max_invitees=deps.settings.api.max_invitees,
-                              now=now)
+    invitees = _check_request(
+        request, requester, max_invitees=deps.settings.api.max_invitees, now=now
+    )
     duration = timedelta(minutes=request.duration_minutes)
     try:
         policy = resolve_policy(
-            deps.policy, groups=requester.groups, request=request.settings,
+            deps.policy,
+            groups=requester.groups,
+            request=request.settings,
             duration_minutes=request.duration_minutes,
             invitee_emails=[invitee.email for invitee in request.invitees],
         )
@@ -157,8 +165,8 @@ async def provision_meeting(
             raise ControlNotEnforceable(
                 f"{provider.name} cannot enforce {', '.join(names)}, which the policy "
                 "requires; choose another provider",
-                errors=tuple(FieldError("provider", f"cannot enforce {name}")
-                             for name in names))
+                errors=tuple(FieldError("provider", f"cannot enforce {name}") for name in names),
+            )
     except (PolicyViolation, ControlNotEnforceable) as refusal:
         await _record_refusal(deps.db, requester, refusal, provider=provider.name)
         raise
@@ -166,54 +174,104 @@ async def provision_meeting(
     meeting_id = str(uuid.uuid4())
     claim: Claimed | None = None
     if idempotency_key is not None:
-        outcome = await claim_key(deps.db, scope=requester.subject, key=idempotency_key,
-                                  fingerprint=fingerprint, meeting_id=meeting_id,
-                                  cipher=deps.cipher, settings=deps.settings.idempotency)
+        outcome = await claim_key(
+            deps.db,
+            scope=requester.subject,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            meeting_id=meeting_id,
+            cipher=deps.cipher,
+            settings=deps.settings.idempotency,
+        )
         if isinstance(outcome, Replay):
             log.info("meeting.replayed", meeting_id=outcome.meeting_id)
-            return Provisioned(status=outcome.status, body=outcome.body,
-                               meeting_id=outcome.meeting_id, replayed=True)
+            return Provisioned(
+                status=outcome.status,
+                body=outcome.body,
+                meeting_id=outcome.meeting_id,
+                replayed=True,
+            )
         claim = outcome
 
     spec = MeetingSpec(
-        meeting_id=meeting_id, topic=request.topic, start=request.start, duration=duration,
-        timezone=request.timezone, host=Person(email=requester.email, name=requester.name),
-        invitees=tuple(invitees), settings=policy.settings,
+        meeting_id=meeting_id,
+        topic=request.topic,
+        start=request.start,
+        duration=duration,
+        timezone=request.timezone,
+        host=Person(email=requester.email, name=requester.name),
+        invitees=tuple(invitees),
+        settings=policy.settings,
     )
     async with deps.db.session() as session:
-        session.add(Meeting(
-            id=meeting_id, host_subject=requester.subject, host_email=requester.email,
-            host_name=requester.name, topic=request.topic, provider=provider.name,
-            state=MeetingState.PROVISIONING, starts_at=request.start,
-            ends_at=request.start + duration, timezone=request.timezone,
-            settings=settings_to_json(policy.settings), ics_uid=f"{meeting_id}@provisioner",
-        ))
-        await record_event(session, actor=requester.subject, action="meeting.requested",
-                           target_type="meeting", target_id=meeting_id,
-                           details={"provider": provider.name,
-                                    "invitees": len(invitees),
-                                    # "control=origin" strings: a dict keyed by
-                                    # control would trip the redactor on "passcode"
-                                    "policy_sources": sorted(f"{control}={origin}" for
-                                                             control, origin in
-                                                             policy.sources.items()),
-                                    "idempotency": claim is not None})
+        session.add(
+            Meeting(
+                id=meeting_id,
+                host_subject=requester.subject,
+                host_email=requester.email,
+                host_name=requester.name,
+                topic=request.topic,
+                provider=provider.name,
+                state=MeetingState.PROVISIONING,
+                starts_at=request.start,
+                ends_at=request.start + duration,
+                timezone=request.timezone,
+                settings=settings_to_json(policy.settings),
+                ics_uid=f"{meeting_id}@provisioner",
+            )
+        )
+        await record_event(
+            session,
+            actor=requester.subject,
+            action="meeting.requested",
+            target_type="meeting",
+            target_id=meeting_id,
+            details={
+                "provider": provider.name,
+                "invitees": len(invitees),
+                # "control=origin" strings: a dict keyed by
+                # control would trip the redactor on "passcode"
+                "policy_sources": sorted(
+                    f"{control}={origin}" for control, origin in policy.sources.items()
+                ),
+                "idempotency": claim is not None,
+            },
+        )
 
     created: ProvisionedMeeting | None = None
     try:
         created = await provider.create(spec, idempotency_key=idempotency_key or meeting_id)
         observed = await provider.verify(spec, created)
-        enforced, not_enforced = confirmed_enforcement(plan.wanted, created, observed,
-                                                       meeting_id=meeting_id)
-        body = await _store_verified(deps, spec=spec, created=created, enforced=enforced,
-                                     not_enforced=not_enforced, requester=requester,
-                                     claim=claim)
+        enforced, not_enforced = confirmed_enforcement(
+            plan.wanted, created, observed, meeting_id=meeting_id
+        )
+        body = await _store_verified(
+            deps,
+            spec=spec,
+            created=created,
+            enforced=enforced,
+            not_enforced=not_enforced,
+            requester=requester,
+            claim=claim,
+        )
     except BaseException as failure:
-        await _fail(deps, meeting_id=meeting_id, requester=requester, provider=provider,
-                    created=created, claim=claim, failure=failure)
+        await _fail(
+            deps,
+            meeting_id=meeting_id,
+            requester=requester,
+            provider=provider,
+            created=created,
+            claim=claim,
+            failure=failure,
+        )
         raise
-    log.info("meeting.provisioned", meeting_id=meeting_id, provider=provider.name,
-             invitees=len(invitees), not_enforced=sorted(not_enforced))
+    log.info(
+        "meeting.provisioned",
+        meeting_id=meeting_id,
+        provider=provider.name,
+        invitees=len(invitees),
+        not_enforced=sorted(not_enforced),
+    )
     return Provisioned(status=201, body=body, meeting_id=meeting_id, replayed=False)
 
 
@@ -236,36 +294,62 @@ async def _store_verified(
         meeting.reference = dict(created.reference)
         meeting.enforced = sorted(enforced)
         meeting.not_enforced = sorted(not_enforced)
-        meeting.host_join_secret = seal_join(cipher, created.host, table="meetings",
-                                             row_id=meeting.id)
+        meeting.host_join_secret = seal_join(
+            cipher, created.host, table="meetings", row_id=meeting.id
+        )
         meeting.state = MeetingState.VERIFIED
         invitee_rows: list[Invitee] = []
         for position, person in enumerate(spec.invitees):
             invitee_id = str(uuid.uuid4())
             join = created.join_for(person.email)
-            invitee_rows.append(Invitee(
-                id=invitee_id, meeting_id=meeting.id, position=position, email=person.email,
-                name=person.name, personal_link=person.email.lower() in created.personal,
-                join_secret=seal_join(cipher, join, table="invitees", row_id=invitee_id),
-            ))
+            invitee_rows.append(
+                Invitee(
+                    id=invitee_id,
+                    meeting_id=meeting.id,
+                    position=position,
+                    email=person.email,
+                    name=person.name,
+                    personal_link=person.email.lower() in created.personal,
+                    join_secret=seal_join(cipher, join, table="invitees", row_id=invitee_id),
+                )
+            )
         session.add_all(invitee_rows)
         await session.flush()  # deliveries refer to invitees; no ORM relationship orders them
         deliveries = await queue_deliveries(session, meeting, invitee_rows, method=Method.REQUEST)
-        await record_event(session, actor=requester.subject, action="meeting.created",
-                           target_type="meeting", target_id=meeting.id,
-                           details={"provider": meeting.provider,
-                                    "provider_meeting_id": created.provider_meeting_id})
-        await record_event(session, actor="system", action="meeting.verified",
-                           target_type="meeting", target_id=meeting.id,
-                           details={"enforced": sorted(enforced),
-                                    "not_enforced": sorted(not_enforced)})
-        await record_event(session, actor="system", action="delivery.queued",
-                           target_type="meeting", target_id=meeting.id,
-                           details={"deliveries": len(deliveries), "channel": "email"})
+        await record_event(
+            session,
+            actor=requester.subject,
+            action="meeting.created",
+            target_type="meeting",
+            target_id=meeting.id,
+            details={
+                "provider": meeting.provider,
+                "provider_meeting_id": created.provider_meeting_id,
+            },
+        )
+        await record_event(
+            session,
+            actor="system",
+            action="meeting.verified",
+            target_type="meeting",
+            target_id=meeting.id,
+            details={"enforced": sorted(enforced), "not_enforced": sorted(not_enforced)},
+        )
+        await record_event(
+            session,
+            actor="system",
+            action="delivery.queued",
+            target_type="meeting",
+            target_id=meeting.id,
+            details={"deliveries": len(deliveries), "channel": "email"},
+        )
         await session.refresh(meeting, attribute_names=["invitees"])
-        body = meeting_read(meeting, cipher=cipher, include_host_join=True,
-                            delivery_status={d.invitee_id: d.status for d in deliveries
-                                             if d.invitee_id})
+        body = meeting_read(
+            meeting,
+            cipher=cipher,
+            include_host_join=True,
+            delivery_status={d.invitee_id: d.status for d in deliveries if d.invitee_id},
+        )
         if claim is not None:
             await complete_key(session, claim, status=201, body=body, cipher=cipher)
     return body
@@ -288,70 +372,110 @@ async def _fail(
             await provider.delete(created.ref)
             deleted = True
         except ProviderError as exc:
-            log.warning("meeting.cleanup_failed", meeting_id=meeting_id,
-                        error_type=type(exc).__name__)
-    reason = failure.code if isinstance(failure, ProviderError | VerificationFailed) \
+            log.warning(
+                "meeting.cleanup_failed", meeting_id=meeting_id, error_type=type(exc).__name__
+            )
+    reason = (
+        failure.code
+        if isinstance(failure, ProviderError | VerificationFailed)
         else type(failure).__name__
+    )
     async with deps.db.session() as session:
         meeting = await session.get(Meeting, meeting_id)
         if meeting is not None:
             meeting.state = MeetingState.FAILED
             meeting.failure = reason
-        await record_event(session, actor="system", action="meeting.failed",
-                           target_type="meeting", target_id=meeting_id,
-                           details={"reason": reason, "provider": provider.name,
-                                    "provider_meeting_deleted": deleted})
+        await record_event(
+            session,
+            actor="system",
+            action="meeting.failed",
+            target_type="meeting",
+            target_id=meeting_id,
+            details={
+                "reason": reason,
+                "provider": provider.name,
+                "provider_meeting_deleted": deleted,
+            },
+        )
         if claim is not None:
             await release_key(session, claim)
-    log.warning("meeting.provision_failed", meeting_id=meeting_id, provider=provider.name,
-                reason=reason)
+    log.warning(
+        "meeting.provision_failed", meeting_id=meeting_id, provider=provider.name, reason=reason
+    )
 
 
-async def _record_refusal(db: Database, requester: Principal,
-                          refusal: PolicyViolation | ControlNotEnforceable, *,
-                          provider: str) -> None:
+async def _record_refusal(
+    db: Database,
+    requester: Principal,
+    refusal: PolicyViolation | ControlNotEnforceable,
+    *,
+    provider: str,
+) -> None:
     """IT wants to see refused requests too: who tried to loosen what, never the values."""
     fields = [e.field for e in refusal.errors]
     async with db.session() as session:
-        await record_event(session, actor=requester.subject, action="meeting.refused",
-                           target_type="principal", target_id=requester.subject[:64],
-                           details={"reason": refusal.code,
-                                    "fields": fields, "provider": provider})
+        await record_event(
+            session,
+            actor=requester.subject,
+            action="meeting.refused",
+            target_type="principal",
+            target_id=requester.subject[:64],
+            details={"reason": refusal.code, "fields": fields, "provider": provider},
+        )
     log.info("meeting.refused", reason=refusal.code, fields=fields)
 
 
-async def get_meeting_for_host(session: AsyncSession, *, meeting_id: str,
-                               host: Principal) -> Meeting:
+async def get_meeting_for_host(
+    session: AsyncSession, *, meeting_id: str, host: Principal
+) -> Meeting:
     """The meeting if `host` owns it; someone else's meeting is simply not found (no leak)."""
     meeting = await session.scalar(
-        select(Meeting).options(selectinload(Meeting.invitees))
-        .where(Meeting.id == meeting_id, Meeting.host_subject == host.subject))
+        select(Meeting)
+        .options(selectinload(Meeting.invitees))
+        .where(Meeting.id == meeting_id, Meeting.host_subject == host.subject)
+    )
     if meeting is None:
         raise MeetingNotFound(meeting_id)
     return meeting
 
 
-async def delivery_status_by_invitee(session: AsyncSession, meeting_id: str
-                                     ) -> dict[str | None, str]:
-    rows = await session.execute(select(Delivery.invitee_id, Delivery.status)
-                                 .where(Delivery.meeting_id == meeting_id))
+async def delivery_status_by_invitee(
+    session: AsyncSession, meeting_id: str
+) -> dict[str | None, str]:
+    rows = await session.execute(
+        select(Delivery.invitee_id, Delivery.status).where(Delivery.meeting_id == meeting_id)
+    )
     return {invitee_id: status for invitee_id, status in rows}
 
 
 async def list_meetings_for_host(
-    session: AsyncSession, *, host: Principal, limit: int,
+    session: AsyncSession,
+    *,
+    host: Principal,
+    limit: int,
     after: tuple[datetime, str] | None,
 ) -> tuple[Sequence[tuple[Meeting, int]], tuple[datetime, str] | None]:
     """Newest first, keyset-paginated on (created_at, id) so deep pages stay fast."""
-    invitee_count = (select(func.count(Invitee.id)).where(Invitee.meeting_id == Meeting.id)
-                     .correlate(Meeting).scalar_subquery())
-    statement = (select(Meeting, invitee_count).where(Meeting.host_subject == host.subject)
-                 .order_by(Meeting.created_at.desc(), Meeting.id.desc()).limit(limit + 1))
+    invitee_count = (
+        select(func.count(Invitee.id))
+        .where(Invitee.meeting_id == Meeting.id)
+        .correlate(Meeting)
+        .scalar_subquery()
+    )
+    statement = (
+        select(Meeting, invitee_count)
+        .where(Meeting.host_subject == host.subject)
+        .order_by(Meeting.created_at.desc(), Meeting.id.desc())
+        .limit(limit + 1)
+    )
     if after is not None:
         created_at, last_id = after
-        statement = statement.where(or_(
-            Meeting.created_at < created_at,
-            and_(Meeting.created_at == created_at, Meeting.id < last_id)))
+        statement = statement.where(
+            or_(
+                Meeting.created_at < created_at,
+                and_(Meeting.created_at == created_at, Meeting.id < last_id),
+            )
+        )
     rows = [(meeting, int(count)) for meeting, count in (await session.execute(statement))]
     next_after = None
     if len(rows) > limit:

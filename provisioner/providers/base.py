@@ -24,9 +24,9 @@ class Feature(StrEnum):
     The service never calls a method whose feature is missing; it tells the user instead.
     """
 
-    RESCHEDULE = "reschedule"          # `update` keeps the same meeting and links
-    END_FOR_ALL = "end_for_all"        # `end` removes everyone from a running meeting
-    PARTICIPANTS = "participants"      # `list_participants` returns live or past attendees
+    RESCHEDULE = "reschedule"  # `update` keeps the same meeting and links
+    END_FOR_ALL = "end_for_all"  # `end` removes everyone from a running meeting
+    PARTICIPANTS = "participants"  # `list_participants` returns live or past attendees
 
 
 @dataclass(frozen=True)

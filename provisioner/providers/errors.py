@@ -1,12 +1,12 @@
 """Typed provider failures; whether to retry is decided from the class alone.
 
-    ProviderError
-    ├── ProviderRetriable(retry_after)   timeouts, 429, 502/503/504
-    ├── ProviderRejected(field)          4xx the provider will repeat
-    ├── ProviderAuthFailed               our credentials were refused
-    ├── ProviderNotFound                 the meeting is gone
-    ├── ProviderUnknown                  the request names a provider that is not configured
-    └── ProviderUnsupported(feature)     the provider has no API for this operation
+ProviderError
+├── ProviderRetriable(retry_after)   timeouts, 429, 502/503/504
+├── ProviderRejected(field)          4xx the provider will repeat
+├── ProviderAuthFailed               our credentials were refused
+├── ProviderNotFound                 the meeting is gone
+├── ProviderUnknown                  the request names a provider that is not configured
+└── ProviderUnsupported(feature)     the provider has no API for this operation
 """
 
 from __future__ import annotations

@@ -46,8 +46,9 @@ def default_timeout() -> httpx.Timeout:
     return httpx.Timeout(connect=5.0, read=15.0, write=10.0, pool=5.0)
 
 
-def parse_retry_after(value: str | None, *, now: Callable[[], datetime] | None = None
-                      ) -> float | None:
+def parse_retry_after(
+    value: str | None, *, now: Callable[[], datetime] | None = None
+) -> float | None:
     """Seconds to wait from a `Retry-After` header (delta-seconds or an HTTP date)."""
     if value is None or not value.strip():
         return None
@@ -71,8 +72,7 @@ class RetryPolicy:
     cap_seconds: float = 8.0
     max_retry_after_seconds: float = 30.0
 
-    def delay(self, attempt: int, *, retry_after: float | None,
-              rand: Callable[[], float]) -> float:
+    def delay(self, attempt: int, *, retry_after: float | None, rand: Callable[[], float]) -> float:
         """Delay before attempt `attempt + 1`; the server's Retry-After wins when given."""
         if retry_after is not None:
             return min(retry_after, self.max_retry_after_seconds)
@@ -82,8 +82,13 @@ class RetryPolicy:
 class Circuit:
     """Consecutive-failure circuit breaker (closed -> open -> half-open on the next call)."""
 
-    def __init__(self, *, threshold: int = 5, cooldown_seconds: float = 30.0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        threshold: int = 5,
+        cooldown_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._threshold = threshold
         self._cooldown = cooldown_seconds
         self._clock = clock
@@ -129,8 +134,14 @@ class CachedTokenAuth(httpx.Auth):
     given; it must raise `ProviderAuthFailed` when the credentials are refused.
     """
 
-    def __init__(self, fetch: TokenFetcher, *, client: Callable[[], httpx.AsyncClient],
-                 skew_seconds: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        fetch: TokenFetcher,
+        *,
+        client: Callable[[], httpx.AsyncClient],
+        skew_seconds: float = 60.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._fetch = fetch
         self._client = client
         self._skew = skew_seconds
@@ -141,16 +152,16 @@ class CachedTokenAuth(httpx.Auth):
 
     async def _current(self, *, force: bool = False) -> str:
         async with self._lock:
-            stale = (self._token is None
-                     or self._token.expires_at - self._skew <= self._clock())
+            stale = self._token is None or self._token.expires_at - self._skew <= self._clock()
             if force or stale:
                 self._token = await self._fetch(self._client())
                 self.fetches += 1
             assert self._token is not None  # noqa: S101 (set just above)
             return self._token.value
 
-    async def async_auth_flow(self, request: httpx.Request
-                              ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+    async def async_auth_flow(
+        self, request: httpx.Request
+    ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         request.headers["Authorization"] = f"Bearer {await self._current()}"
         response = yield request
         if response.status_code == 401:
@@ -184,19 +195,29 @@ class ProviderHttp:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.provider = provider
-        self.client = httpx.AsyncClient(base_url=base_url, auth=auth, transport=transport,
-                                        timeout=timeout or default_timeout(),
-                                        headers=dict(headers or {}))
+        self.client = httpx.AsyncClient(
+            base_url=base_url,
+            auth=auth,
+            transport=transport,
+            timeout=timeout or default_timeout(),
+            headers=dict(headers or {}),
+        )
         self._retry = retry or RetryPolicy()
         self._circuit = circuit or Circuit()
         self._map_error = map_error
         self._rand = rand
         self._sleep = sleep
 
-    async def request(self, method: str, url: str, *, json: Any = None,
-                      params: Mapping[str, Any] | None = None,
-                      headers: Mapping[str, str] | None = None,
-                      expect: tuple[int, ...] = (200, 201, 202, 204)) -> httpx.Response:
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        expect: tuple[int, ...] = (200, 201, 202, 204),
+    ) -> httpx.Response:
         """Send with retries; return the response whose status is in `expect`.
 
         Raises:
@@ -204,20 +225,24 @@ class ProviderHttp:
             ProviderRejected / ProviderAuthFailed / ProviderNotFound: a final 4xx.
         """
         if self._circuit.open:
-            raise ProviderRetriable(f"{self.provider} circuit is open after repeated failures",
-                                    provider=self.provider,
-                                    retry_after=self._circuit.remaining())
+            raise ProviderRetriable(
+                f"{self.provider} circuit is open after repeated failures",
+                provider=self.provider,
+                retry_after=self._circuit.remaining(),
+            )
         attempt = 0
         while True:
             attempt += 1
             retry_after: float | None = None
             try:
-                response = await self.client.request(method, url, json=json, params=params,
-                                                      headers=headers)
+                response = await self.client.request(
+                    method, url, json=json, params=params, headers=headers
+                )
             except (httpx.TimeoutException, httpx.NetworkError) as exc:
                 error: ProviderError = ProviderRetriable(
                     f"{self.provider} {method} {_path(url)}: {type(exc).__name__}",
-                    provider=self.provider)
+                    provider=self.provider,
+                )
             else:
                 if response.status_code in expect:
                     self._circuit.record_success()
@@ -234,18 +259,26 @@ class ProviderHttp:
             if attempt >= self._retry.max_attempts or self._circuit.open:
                 raise error
             delay = self._retry.delay(attempt, retry_after=retry_after, rand=self._rand)
-            log.warning("provider.retry_scheduled", provider=self.provider, method=method,
-                        path=_path(url), attempt=attempt, delay_seconds=round(delay, 2),
-                        error_type=type(error).__name__)
+            log.warning(
+                "provider.retry_scheduled",
+                provider=self.provider,
+                method=method,
+                path=_path(url),
+                attempt=attempt,
+                delay_seconds=round(delay, 2),
+                error_type=type(error).__name__,
+            )
             await self._sleep(delay)
 
     def _error_for(self, response: httpx.Response, method: str, url: str) -> ProviderError:
         status = response.status_code
         where = f"{self.provider} {method} {_path(url)} answered {status}"
         if status in RETRIABLE_STATUS:
-            return ProviderRetriable(where, provider=self.provider,
-                                     retry_after=parse_retry_after(
-                                         response.headers.get("retry-after")))
+            return ProviderRetriable(
+                where,
+                provider=self.provider,
+                retry_after=parse_retry_after(response.headers.get("retry-after")),
+            )
         if status >= 500:
             # A 500 may come after the provider acted: not retried blindly (a create could
             # happen twice); the caller decides, e.g. by looking the meeting up first.

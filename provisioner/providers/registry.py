@@ -37,8 +37,6 @@ class ProviderConfigError(Exception):
     """A configured provider cannot be built; the message names the settings key."""
 
 
-
-
 def build_providers(configured: Mapping[str, Mapping[str, Any]]) -> dict[str, MeetingProvider]:
     """Instantiate every configured provider, or raise naming what is wrong."""
     available = {entry.name: entry for entry in entry_points(group=GROUP)}
@@ -48,27 +46,32 @@ def build_providers(configured: Mapping[str, Mapping[str, Any]]) -> dict[str, Me
         if entry is None:
             raise ProviderConfigError(
                 f"providers.{name}: no provider of that name is installed "
-                f"(installed: {', '.join(sorted(available)) or 'none'})")
+                f"(installed: {', '.join(sorted(available)) or 'none'})"
+            )
         try:
             factory = cast(ProviderFactory, entry.load())
         except Exception as exc:  # a broken plugin must name itself, whatever it raised
-            raise ProviderConfigError(f"providers.{name}: cannot load {entry.value}: "
-                                      f"{type(exc).__name__}") from exc
+            raise ProviderConfigError(
+                f"providers.{name}: cannot load {entry.value}: {type(exc).__name__}"
+            ) from exc
         try:
             config = factory.config_model.model_validate(dict(table))
         except ValidationError as exc:
             problems = "; ".join(
-                ".".join(["providers", name, *(str(p) for p in err["loc"])]) + ": "
+                ".".join(["providers", name, *(str(p) for p in err["loc"])])
+                + ": "
                 + ("unknown key" if err["type"] == "extra_forbidden" else err["msg"])
-                for err in exc.errors())
+                for err in exc.errors()
+            )
             raise ProviderConfigError(problems) from None
         try:
             provider = factory.from_config(config)
         except ValueError as exc:
             raise ProviderConfigError(f"providers.{name}: {exc}") from None
         if not isinstance(provider, MeetingProvider):
-            raise ProviderConfigError(f"providers.{name}: {entry.value} does not implement "
-                                      "the MeetingProvider protocol")
+            raise ProviderConfigError(
+                f"providers.{name}: {entry.value} does not implement the MeetingProvider protocol"
+            )
         providers[name] = provider
     for name in sorted(set(available) - set(configured)):
         log.info("provider.skipped", provider=name, reason="not configured")
@@ -79,7 +82,8 @@ def pick(providers: Mapping[str, MeetingProvider], name: str) -> MeetingProvider
     if name in providers:
         return providers[name]
     configured = ", ".join(sorted(providers)) or "none"
-    error = ProviderUnknown(f"provider {name!r} is not configured here; configured: "
-                            f"{configured}", provider=name)
+    error = ProviderUnknown(
+        f"provider {name!r} is not configured here; configured: {configured}", provider=name
+    )
     error.errors = (FieldError("provider", f"must be one of: {configured}"),)
     raise error

@@ -39,26 +39,36 @@ class FakeProvider:
         self.created.append(meeting_id)
         return ProvisionedMeeting(
             provider_meeting_id=meeting_id,
-            host=JoinDetails(url=f"https://fake.test/{meeting_id}?role=host",
-                             passcode=secrets.token_hex(6)),
-            shared=JoinDetails(url=f"https://fake.test/{meeting_id}",
-                               passcode=secrets.token_hex(6)),
+            host=JoinDetails(
+                url=f"https://fake.test/{meeting_id}?role=host", passcode=secrets.token_hex(6)
+            ),
+            shared=JoinDetails(
+                url=f"https://fake.test/{meeting_id}", passcode=secrets.token_hex(6)
+            ),
             personal={},
             enforced=self.capabilities,
         )
 
     async def verify(self, spec: MeetingSpec, created: ProvisionedMeeting) -> ObservedSettings:
-        return ObservedSettings(confirmed=self.capabilities - set(self.mismatch),
-                                mismatched=dict(self.mismatch))
+        return ObservedSettings(
+            confirmed=self.capabilities - set(self.mismatch), mismatched=dict(self.mismatch)
+        )
 
     async def update(self, spec: MeetingSpec, meeting: MeetingRef) -> ProvisionedMeeting:
         return ProvisionedMeeting(
             provider_meeting_id=meeting.provider_meeting_id,
-            host=JoinDetails(url=f"https://fake.test/{meeting.provider_meeting_id}?role=host",
-                             passcode=secrets.token_hex(6)),
-            shared=JoinDetails(url=f"https://fake.test/{meeting.provider_meeting_id}",
-                               passcode=secrets.token_hex(6)),
-            personal={}, enforced=self.capabilities, reference=meeting.reference)
+            host=JoinDetails(
+                url=f"https://fake.test/{meeting.provider_meeting_id}?role=host",
+                passcode=secrets.token_hex(6),
+            ),
+            shared=JoinDetails(
+                url=f"https://fake.test/{meeting.provider_meeting_id}",
+                passcode=secrets.token_hex(6),
+            ),
+            personal={},
+            enforced=self.capabilities,
+            reference=meeting.reference,
+        )
 
     async def delete(self, meeting: MeetingRef) -> None:
         self.deleted.append(meeting.provider_meeting_id)

@@ -48,8 +48,9 @@ def make_delivery_context(**overrides: Any) -> DeliveryContext:
         organizer=Person(email="host@example.org", name="Hana Host"),
         recipient=Person(email="ivan@example.org", name="Ivan Invitee"),
         role=Role.INVITEE,
-        join=JoinDetails(url="https://meet.example.org/room-7f3a?jwt=secret-token",
-                         passcode="831-552-09"),
+        join=JoinDetails(
+            url="https://meet.example.org/room-7f3a?jwt=secret-token", passcode="831-552-09"
+        ),
         personal=True,
         settings=STRICT_SETTINGS,
         not_enforced=frozenset({Control.WAITING_ROOM}),

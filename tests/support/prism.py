@@ -50,16 +50,20 @@ def require_prism(spec: Path) -> None:
 
 
 @contextmanager
-def prism(spec: Path, *, dynamic: bool = False, startup_seconds: float = 60.0
-          ) -> Iterator[PrismServer]:
+def prism(
+    spec: Path, *, dynamic: bool = False, startup_seconds: float = 60.0
+) -> Iterator[PrismServer]:
     """Run `prism mock` for `spec` until the block ends."""
     require_prism(spec)
     port = free_port()
     args = [str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port), str(spec)]
     if dynamic:
         args.insert(2, "-d")
-    process = subprocess.Popen(args, stdout=subprocess.PIPE,  # noqa: S603 (our binary)
-                               stderr=subprocess.STDOUT)
+    process = subprocess.Popen(  # noqa: S603 (our own pinned binary, our arguments)
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + startup_seconds

@@ -62,12 +62,23 @@ def make_tls_files(directory: Path) -> TlsFiles:
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()),
-                       critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     server_key = ec.generate_private_key(ec.SECP256R1())
@@ -79,24 +90,34 @@ def make_tls_files(directory: Path) -> TlsFiles:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(
-            [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]),
-            critical=False)
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(HOST)), x509.DNSName("localhost")]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
-                       critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(
-            ca_key.public_key()), critical=False)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
-    files = TlsFiles(ca_file=directory / "ca.pem", cert_file=directory / "server.pem",
-                     key_file=directory / "server-key.pem")
+    files = TlsFiles(
+        ca_file=directory / "ca.pem",
+        cert_file=directory / "server.pem",
+        key_file=directory / "server-key.pem",
+    )
     files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    files.key_file.write_bytes(server_key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption()))
+    files.key_file.write_bytes(
+        server_key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return files
 
 
@@ -136,23 +157,41 @@ class RecordingHandler:
         """How many distinct client connections said EHLO."""
         return len(set(self.peers))
 
-    async def handle_EHLO(self, server: SMTP, session: Session, envelope: Envelope,
-                          hostname: str, responses: list[str]) -> list[str]:
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
         session.host_name = hostname
         if session.peer not in self.peers:
             self.peers.append(session.peer)
         return responses
 
-    async def handle_MAIL(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, mail_options: list[str]) -> str:
+    async def handle_MAIL(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        mail_options: list[str],
+    ) -> str:
         if self.mail_replies:
             return self.mail_replies.pop(0)
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
         return "250 OK"
 
-    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope,
-                          address: str, rcpt_options: list[str]) -> str:
+    async def handle_RCPT(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        address: str,
+        rcpt_options: list[str],
+    ) -> str:
         if self.rcpt_reply is not None:
             return self.rcpt_reply
         envelope.rcpt_tos.append(address)
@@ -161,14 +200,16 @@ class RecordingHandler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         assert server.transport is not None
         content = envelope.original_content or b""
-        self.messages.append(ReceivedMessage(
-            peer=session.peer,
-            mail_from=str(envelope.mail_from),
-            rcpt_tos=tuple(envelope.rcpt_tos),
-            content=content,
-            tls=server.transport.get_extra_info("ssl_object") is not None,
-            authenticated_as=session.auth_data if session.authenticated else None,
-        ))
+        self.messages.append(
+            ReceivedMessage(
+                peer=session.peer,
+                mail_from=str(envelope.mail_from),
+                rcpt_tos=tuple(envelope.rcpt_tos),
+                content=content,
+                tls=server.transport.get_extra_info("ssl_object") is not None,
+                authenticated_as=session.auth_data if session.authenticated else None,
+            )
+        )
         return "250 Message accepted for delivery"
 
 
@@ -180,8 +221,9 @@ class PasswordAuthenticator:
     password: str = PASSWORD
     attempts: list[tuple[str, bool]] = field(default_factory=list)
 
-    def __call__(self, server: SMTP, session: Session, envelope: Envelope,
-                 mechanism: str, auth_data: Any) -> AuthResult:
+    def __call__(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         ok = (
             mechanism in {"LOGIN", "PLAIN"}
             and isinstance(auth_data, LoginPassword)
@@ -201,8 +243,7 @@ class LoopbackController(Controller):
     """
 
     def __init__(self, handler: RecordingHandler, **kwargs: Any) -> None:
-        super().__init__(handler, hostname=HOST, port=0, server_hostname="smtp.test",
-                         **kwargs)
+        super().__init__(handler, hostname=HOST, port=0, server_hostname="smtp.test", **kwargs)
 
     def _trigger_server(self) -> None:
         assert isinstance(self.server, asyncio.Server)
@@ -237,9 +278,13 @@ class SmtpServer:
         return SmtpSettings(**values)
 
 
-def start_server(tls: TlsFiles, *, mode: Mode = "starttls",
-                 handler: RecordingHandler | None = None,
-                 authenticator: PasswordAuthenticator | None = None) -> SmtpServer:
+def start_server(
+    tls: TlsFiles,
+    *,
+    mode: Mode = "starttls",
+    handler: RecordingHandler | None = None,
+    authenticator: PasswordAuthenticator | None = None,
+) -> SmtpServer:
     """Start a server; the caller must `server.controller.stop()`.
 
     - `starttls`: STARTTLS and AUTH required before MAIL (a company relay on 587).
@@ -252,16 +297,23 @@ def start_server(tls: TlsFiles, *, mode: Mode = "starttls",
     authenticator = authenticator if authenticator is not None else PasswordAuthenticator()
     kwargs: dict[str, Any] = {"authenticator": authenticator}
     if mode == "starttls":
-        kwargs.update(tls_context=server_tls_context(tls), require_starttls=True,
-                      auth_required=True)
+        kwargs.update(
+            tls_context=server_tls_context(tls), require_starttls=True, auth_required=True
+        )
     elif mode == "tls":
         kwargs.update(ssl_context=server_tls_context(tls), auth_require_tls=False)
     else:
         kwargs.update(auth_require_tls=False)
     controller = LoopbackController(handler, **kwargs)
     controller.start()
-    return SmtpServer(mode=mode, port=controller.port, ca_file=tls.ca_file, handler=handler,
-                      authenticator=authenticator, controller=controller)
+    return SmtpServer(
+        mode=mode,
+        port=controller.port,
+        ca_file=tls.ca_file,
+        handler=handler,
+        authenticator=authenticator,
+        controller=controller,
+    )
 
 
 @pytest.fixture

@@ -275,14 +275,20 @@ class JitsiProvider:
 
     async def end(self, meeting: MeetingRef) -> None:
         """Stock Jitsi has no API to end a call for everyone; the host ends it in the room."""
-        raise ProviderUnsupported("Jitsi has no API to end a meeting for everyone; the host "
-                                  "can end it from the meeting (moderator: End for all)",
-                                  provider=self.name, feature=Feature.END_FOR_ALL)
+        raise ProviderUnsupported(
+            "Jitsi has no API to end a meeting for everyone; the host "
+            "can end it from the meeting (moderator: End for all)",
+            provider=self.name,
+            feature=Feature.END_FOR_ALL,
+        )
 
     async def list_participants(self, meeting: MeetingRef) -> Sequence[Participant]:
         """Stock Jitsi publishes no participant list through an API."""
-        raise ProviderUnsupported("Jitsi has no API listing who is in a room",
-                                  provider=self.name, feature=Feature.PARTICIPANTS)
+        raise ProviderUnsupported(
+            "Jitsi has no API listing who is in a room",
+            provider=self.name,
+            feature=Feature.PARTICIPANTS,
+        )
 
     async def aclose(self) -> None:
         """Nothing to release: this provider holds no network client."""

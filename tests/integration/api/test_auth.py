@@ -19,8 +19,7 @@ def bearer(token: str) -> dict[str, str]:
 
 
 class TestBearerTokens:
-    @pytest.mark.parametrize("path", ["/api/v1/meetings", "/api/v1/policy",
-                                      "/api/v1/meetings/x"])
+    @pytest.mark.parametrize("path", ["/api/v1/meetings", "/api/v1/policy", "/api/v1/meetings/x"])
     async def test_anonymous_is_401(self, client: httpx.AsyncClient, path: str) -> None:
         response = await client.get(path)
         assert response.status_code == 401
@@ -31,22 +30,25 @@ class TestBearerTokens:
         response = await client.get("/api/v1/meetings", headers=bearer("not-a-jwt"))
         assert response.status_code == 401
 
-    async def test_expired_token_is_401(self, client: httpx.AsyncClient,
-                                        issuer: LocalIssuer) -> None:
-        token = issuer.token(subject="a", email="a@example.com", name="A",
-                             lifetime_seconds=-3600)
+    async def test_expired_token_is_401(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
+        token = issuer.token(subject="a", email="a@example.com", name="A", lifetime_seconds=-3600)
         response = await client.get("/api/v1/meetings", headers=bearer(token))
         assert response.status_code == 401
 
-    async def test_wrong_audience_is_401(self, client: httpx.AsyncClient,
-                                         issuer: LocalIssuer) -> None:
+    async def test_wrong_audience_is_401(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
         token = issuer.token(subject="a", email="a@example.com", name="A", aud="someone-else")
         assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
 
-    async def test_wrong_issuer_is_401(self, client: httpx.AsyncClient,
-                                       issuer: LocalIssuer) -> None:
-        token = issuer.token(subject="a", email="a@example.com", name="A",
-                             iss="https://evil.invalid")
+    async def test_wrong_issuer_is_401(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
+        token = issuer.token(
+            subject="a", email="a@example.com", name="A", iss="https://evil.invalid"
+        )
         assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
 
     async def test_token_from_unknown_key_is_401(self, client: httpx.AsyncClient) -> None:
@@ -55,26 +57,32 @@ class TestBearerTokens:
         assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
 
     async def test_symmetric_and_unsigned_tokens_are_refused(
-            self, client: httpx.AsyncClient) -> None:
-        claims = {"sub": "a", "email": "a@example.com", "iss": "https://idp.test.invalid",
-                  "aud": "provisioner", "iat": int(time.time()),
-                  "exp": int(time.time()) + 600, "scope": "meetings:read"}
+        self, client: httpx.AsyncClient
+    ) -> None:
+        claims = {
+            "sub": "a",
+            "email": "a@example.com",
+            "iss": "https://idp.test.invalid",
+            "aud": "provisioner",
+            "iat": int(time.time()),
+            "exp": int(time.time()) + 600,
+            "scope": "meetings:read",
+        }
         hs = jwt.encode(claims, "a-guessable-shared-secret-of-32-bytes!", algorithm="HS256")
         unsigned = jwt.encode(claims, None, algorithm="none")  # type: ignore[arg-type]
         for token in (hs, unsigned):
-            assert (await client.get("/api/v1/meetings", headers=bearer(token))
-                    ).status_code == 401
+            assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
 
-    async def test_missing_scope_is_403(self, client: httpx.AsyncClient,
-                                        issuer: LocalIssuer) -> None:
-        token = issuer.token(subject="a", email="a@example.com", name="A",
-                             scopes=["meetings:read"])
-        response = await client.post("/api/v1/meetings", json=meeting_body(),
-                                     headers=bearer(token))
+    async def test_missing_scope_is_403(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
+        token = issuer.token(subject="a", email="a@example.com", name="A", scopes=["meetings:read"])
+        response = await client.post("/api/v1/meetings", json=meeting_body(), headers=bearer(token))
         assert response.status_code == 403
         assert response.json()["type"].endswith("/permission-denied")
 
-    async def test_token_without_email_is_401(self, client: httpx.AsyncClient,
-                                              issuer: LocalIssuer) -> None:
+    async def test_token_without_email_is_401(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
         token = issuer.token(subject="svc", email="", name="svc")
         assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401

@@ -11,16 +11,22 @@ from provisioner.state import AppState
 
 async def seed(state: AppState, n: int = 5) -> list[int]:
     async with state.db.session() as session:
-        events = [await record_event(session, actor="t", action=f"test.event_{i}",
-                                     target_type="meeting", target_id=f"m{i}",
-                                     details={"i": i, "passcode": "hunter2"})
-                  for i in range(n)]
+        events = [
+            await record_event(
+                session,
+                actor="t",
+                action=f"test.event_{i}",
+                target_type="meeting",
+                target_id=f"m{i}",
+                details={"i": i, "passcode": "hunter2"},
+            )
+            for i in range(n)
+        ]
     return [e.id for e in events]
 
 
 class TestAuditChain:
-    async def test_intact_chain_verifies_and_details_are_redacted(self, state: AppState
-                                                                  ) -> None:
+    async def test_intact_chain_verifies_and_details_are_redacted(self, state: AppState) -> None:
         await seed(state)
         async with state.db.session() as session:
             report = await verify_chain(session)
@@ -31,8 +37,9 @@ class TestAuditChain:
     async def test_edited_event_is_found(self, state: AppState) -> None:
         ids = await seed(state)
         async with state.db.session() as session:
-            await session.execute(update(AuditEvent).where(AuditEvent.id == ids[2])
-                                  .values(actor="someone-else"))
+            await session.execute(
+                update(AuditEvent).where(AuditEvent.id == ids[2]).values(actor="someone-else")
+            )
         async with state.db.session() as session:
             report = await verify_chain(session)
         assert report.broken_at == ids[2]

@@ -16,15 +16,17 @@ runner = CliRunner()
 
 class TestPolicyCheck:
     def test_shipped_policy_prints_every_group(self) -> None:
-        result = runner.invoke(app, ["policy", "check", str(REPO_ROOT / "config" /
-                                                             "policy.yaml")])
+        result = runner.invoke(app, ["policy", "check", str(REPO_ROOT / "config" / "policy.yaml")])
         assert result.exit_code == 0, result.output
         assert "executives" in result.output and "external-facing" in result.output
 
     def test_invalid_policy_names_the_key(self, tmp_path: Path) -> None:
         bad = tmp_path / "bad.yaml"
-        bad.write_text((REPO_ROOT / "config" / "policy.yaml").read_text()
-                       .replace("waiting_room:", "waiting_rooom:", 1))
+        bad.write_text(
+            (REPO_ROOT / "config" / "policy.yaml")
+            .read_text()
+            .replace("waiting_room:", "waiting_rooom:", 1)
+        )
         result = runner.invoke(app, ["policy", "check", str(bad)])
         assert result.exit_code == 1
         assert "waiting_rooom" in result.output
@@ -44,13 +46,16 @@ class TestDemo:
 
 
 class TestAuditCommands:
-    def test_verify_and_show_on_the_demo_database(self, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_verify_and_show_on_the_demo_database(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         import asyncio
 
         asyncio.run(run_demo(tmp_path / "demo", out=lambda _: None))
-        monkeypatch.setenv("PROVISIONER_DATABASE__URL",
-                           f"sqlite+aiosqlite:///{tmp_path / 'demo' / 'provisioner.db'}")
+        monkeypatch.setenv(
+            "PROVISIONER_DATABASE__URL",
+            f"sqlite+aiosqlite:///{tmp_path / 'demo' / 'provisioner.db'}",
+        )
         verified = runner.invoke(app, ["audit", "verify"])
         assert verified.exit_code == 0, verified.output
         assert "audit chain intact" in verified.output

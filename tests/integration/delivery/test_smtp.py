@@ -73,8 +73,9 @@ class TestStartTls:
     async def test_invitation_arrives_for_one_recipient(
         self, smtp_server: SmtpServer, make_transport: MakeTransport
     ) -> None:
-        channel = EmailChannel(EmailSettings(sender=SENDER),
-                               transport=make_transport(smtp_server.settings()))
+        channel = EmailChannel(
+            EmailSettings(sender=SENDER), transport=make_transport(smtp_server.settings())
+        )
         context = make_delivery_context()
 
         receipt = await channel.send(context)
@@ -131,7 +132,9 @@ class TestStartTls:
         await transport.send(simple_message("b@example.org"))
 
         assert [m.rcpt_tos for m in smtp_server.handler.messages] == [
-            ("a@example.org",), ("b@example.org",)]
+            ("a@example.org",),
+            ("b@example.org",),
+        ]
         assert smtp_server.handler.connections == 1
         assert transport.connections_opened == 1
         assert len(smtp_server.authenticator.attempts) == 1
@@ -141,8 +144,9 @@ class TestStartTls:
     ) -> None:
         transport = make_transport(smtp_server.settings())
 
-        await asyncio.gather(*(transport.send(simple_message(f"p{i}@example.org"))
-                               for i in range(5)))
+        await asyncio.gather(
+            *(transport.send(simple_message(f"p{i}@example.org")) for i in range(5))
+        )
 
         assert len(smtp_server.handler.messages) == 5
         assert smtp_server.handler.connections == 1
@@ -157,7 +161,9 @@ class TestStartTls:
         await transport.send(simple_message("b@example.org"))
 
         assert [m.rcpt_tos for m in smtp_server.handler.messages] == [
-            ("a@example.org",), ("b@example.org",)]
+            ("a@example.org",),
+            ("b@example.org",),
+        ]
         assert smtp_server.handler.connections == 2
 
     async def test_reconnects_after_the_connection_dropped(
@@ -230,8 +236,9 @@ class TestReplies:
     async def test_temporary_recipient_failure_is_retriable(
         self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
     ) -> None:
-        server = start_smtp_server(handler=RecordingHandler(
-            rcpt_reply="450 4.2.1 mailbox busy, try later"))
+        server = start_smtp_server(
+            handler=RecordingHandler(rcpt_reply="450 4.2.1 mailbox busy, try later")
+        )
         transport = make_transport(server.settings())
 
         with pytest.raises(ChannelRetriable) as caught:
@@ -243,8 +250,7 @@ class TestReplies:
     async def test_permanent_recipient_failure_is_rejected(
         self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
     ) -> None:
-        server = start_smtp_server(handler=RecordingHandler(
-            rcpt_reply="550 5.1.1 no such user"))
+        server = start_smtp_server(handler=RecordingHandler(rcpt_reply="550 5.1.1 no such user"))
         transport = make_transport(server.settings())
 
         with pytest.raises(ChannelRejected) as caught:
@@ -271,8 +277,9 @@ class TestReplies:
         self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
     ) -> None:
         server = start_smtp_server(handler=RecordingHandler(rcpt_reply="550 5.1.1 nope"))
-        channel = EmailChannel(EmailSettings(sender=SENDER),
-                               transport=make_transport(server.settings()))
+        channel = EmailChannel(
+            EmailSettings(sender=SENDER), transport=make_transport(server.settings())
+        )
 
         with pytest.raises(ChannelRejected) as caught:
             await channel.send(make_delivery_context())
@@ -328,9 +335,7 @@ class TestFileTransport:
         assert message["Message-ID"] == receipt.message_id
         assert [a.addr_spec for a in message["To"].addresses] == ["ivan@example.org"]
 
-    async def test_message_without_delivery_id_gets_a_unique_name(
-        self, tmp_path: Path
-    ) -> None:
+    async def test_message_without_delivery_id_gets_a_unique_name(self, tmp_path: Path) -> None:
         transport = FileTransport(tmp_path)
 
         first = await transport.send(simple_message())

@@ -17,10 +17,17 @@ from tests.factories import meeting_body
 from tests.fakes.channel import FakeChannel
 
 
-def worker_with(state: AppState, channel: FakeChannel, settings: Settings,
-                worker_id: str = "w1") -> DeliveryWorker:
-    return DeliveryWorker(state.db, {"email": channel}, cipher=state.cipher,
-                          settings=settings.worker, worker_id=worker_id, rand=lambda: 0.0)
+def worker_with(
+    state: AppState, channel: FakeChannel, settings: Settings, worker_id: str = "w1"
+) -> DeliveryWorker:
+    return DeliveryWorker(
+        state.db,
+        {"email": channel},
+        cipher=state.cipher,
+        settings=settings.worker,
+        worker_id=worker_id,
+        rand=lambda: 0.0,
+    )
 
 
 async def statuses(state: AppState) -> list[str]:
@@ -30,8 +37,12 @@ async def statuses(state: AppState) -> list[str]:
 
 class TestRetries:
     async def test_transient_failure_is_retried_then_sent(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState,
-            settings: Settings) -> None:
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
         await client.post("/api/v1/meetings", json=meeting_body(), headers=host_headers)
         channel = FakeChannel(failures=[ChannelRetriable("421 try later")])
         worker = worker_with(state, channel, settings)
@@ -45,22 +56,36 @@ class TestRetries:
         assert "delivery.retry_scheduled" in actions
 
     async def test_permanent_refusal_is_dead_lettered(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState,
-            settings: Settings) -> None:
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
         await client.post("/api/v1/meetings", json=meeting_body(), headers=host_headers)
         channel = FakeChannel(failures=[ChannelRejected("550 no such user")])
         await worker_with(state, channel, settings).drain()
         assert await statuses(state) == ["dead", "sent", "sent", "sent"]
         async with state.db.session() as session:
-            dead = (await session.scalars(select(Delivery).where(
-                Delivery.status == DeliveryStatus.DEAD))).one()
+            dead = (
+                await session.scalars(
+                    select(Delivery).where(Delivery.status == DeliveryStatus.DEAD)
+                )
+            ).one()
         assert dead.last_error is not None and "550" in dead.last_error
 
     async def test_gives_up_after_max_attempts(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState,
-            settings: Settings) -> None:
-        await client.post("/api/v1/meetings", json=meeting_body(
-            invitees=[{"email": "ana@example.com", "name": "Ana"}]), headers=host_headers)
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
+        await client.post(
+            "/api/v1/meetings",
+            json=meeting_body(invitees=[{"email": "ana@example.com", "name": "Ana"}]),
+            headers=host_headers,
+        )
         attempts = settings.worker.max_attempts * 2
         channel = FakeChannel(failures=[ChannelRetriable("down") for _ in range(attempts)])
         worker = worker_with(state, channel, settings)
@@ -75,14 +100,21 @@ class TestRetries:
 
 class TestConcurrentWorkers:
     async def test_two_workers_never_send_the_same_delivery(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState,
-            settings: Settings) -> None:
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
         for i in range(5):
-            await client.post("/api/v1/meetings", json=meeting_body(topic=f"M{i}"),
-                              headers=host_headers)
+            await client.post(
+                "/api/v1/meetings", json=meeting_body(topic=f"M{i}"), headers=host_headers
+            )
         a, b = FakeChannel(), FakeChannel()
-        await asyncio.gather(worker_with(state, a, settings, "a").drain(),
-                             worker_with(state, b, settings, "b").drain())
+        await asyncio.gather(
+            worker_with(state, a, settings, "a").drain(),
+            worker_with(state, b, settings, "b").drain(),
+        )
         sent = [c.delivery_id for c in a.sent + b.sent]
         assert len(sent) == len(set(sent)) == 20
 
@@ -91,7 +123,12 @@ class TestBackoff:
     def test_grows_exponentially_to_the_cap_and_honours_retry_after(self) -> None:
         settings = WorkerSettings(backoff_base_seconds=5, backoff_max_seconds=60)
         assert [backoff_seconds(n, settings, rand=lambda: 1.0) for n in (1, 2, 3, 5, 9)] == [
-            5, 10, 20, 60, 60]
+            5,
+            10,
+            20,
+            60,
+            60,
+        ]
         assert backoff_seconds(1, settings, rand=lambda: 0.0) == 0
         assert backoff_seconds(1, settings, rand=lambda: 0.0, retry_after=30) == 30
         assert backoff_seconds(1, settings, rand=lambda: 0.0, retry_after=999) == 60

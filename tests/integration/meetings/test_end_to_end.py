@@ -45,10 +45,15 @@ def calendar_of(message: EmailMessage) -> icalendar.Calendar:
 
 class TestDeliveredPrivately:
     async def test_one_message_per_person_each_with_own_link(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState,
-            settings: Settings) -> None:
-        created = (await client.post("/api/v1/meetings", json=meeting_body(),
-                                     headers=host_headers)).json()
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
+        created = (
+            await client.post("/api/v1/meetings", json=meeting_body(), headers=host_headers)
+        ).json()
         assert await state.worker.drain() == 4
         messages = read_outbox(settings.email.file_dir)
         assert len(messages) == 4
@@ -72,31 +77,44 @@ class TestDeliveredPrivately:
             tokens.add(parse_qs(urlsplit(url).query)["jwt"][0])
         assert len(tokens) == 4  # everyone, host included, has a personal link
 
-        detail = (await client.get(f"/api/v1/meetings/{created['id']}",
-                                   headers=host_headers)).json()
+        detail = (
+            await client.get(f"/api/v1/meetings/{created['id']}", headers=host_headers)
+        ).json()
         assert detail["state"] == "delivered"
         assert {i["delivery_status"] for i in detail["invitees"]} == {"sent"}
         async with state.db.session() as session:
             assert (await verify_chain(session)).ok
-            assert "meeting.delivered" in (await session.scalars(
-                select(AuditEvent.action))).all()
+            assert "meeting.delivered" in (await session.scalars(select(AuditEvent.action))).all()
 
 
 class TestNoSecretsAnywhere:
     async def test_full_run_leaks_no_passcode_token_or_link(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState,
-            settings: Settings) -> None:
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
         stream = io.StringIO()
         configure_logging(level="DEBUG", fmt="json", stream=stream)
         try:
-            created = (await client.post(
-                "/api/v1/meetings", json=meeting_body(settings={"passcode_min_length": 12}),
-                headers=host_headers | {"Idempotency-Key": "canary"})).json()
-            await client.post("/api/v1/meetings", json=meeting_body(),
-                              headers=host_headers | {"Idempotency-Key": "canary"})
-            await client.post("/api/v1/meetings",
-                              json=meeting_body(settings={"join_before_host": True}),
-                              headers=host_headers)
+            created = (
+                await client.post(
+                    "/api/v1/meetings",
+                    json=meeting_body(settings={"passcode_min_length": 12}),
+                    headers=host_headers | {"Idempotency-Key": "canary"},
+                )
+            ).json()
+            await client.post(
+                "/api/v1/meetings",
+                json=meeting_body(),
+                headers=host_headers | {"Idempotency-Key": "canary"},
+            )
+            await client.post(
+                "/api/v1/meetings",
+                json=meeting_body(settings={"join_before_host": True}),
+                headers=host_headers,
+            )
             await client.post("/api/v1/meetings", json={"topic": 1}, headers=host_headers)
             await client.get("/api/v1/meetings", headers={"Authorization": "Bearer x.y.z"})
             await state.worker.drain()
@@ -104,16 +122,21 @@ class TestNoSecretsAnywhere:
             logging.getLogger().handlers.clear()
 
         host_url = created["host_join"]["url"]
-        secrets = {host_url, host_url.split("jwt=")[1], created["host_join"]["passcode"],
-                   host_headers["Authorization"].split()[1]}
+        secrets = {
+            host_url,
+            host_url.split("jwt=")[1],
+            created["host_join"]["passcode"],
+            host_headers["Authorization"].split()[1],
+        }
         for message in read_outbox(settings.email.file_dir):
             url = str(calendar_of(message).walk("VEVENT")[0]["URL"])
             secrets |= {url, url.split("jwt=")[1]}
         logs = stream.getvalue()
         assert "meeting.provisioned" in logs  # the capture really saw the run
         async with state.db.session() as session:
-            audit = " ".join(str(e.details) for e in (await session.scalars(
-                select(AuditEvent))).all())
+            audit = " ".join(
+                str(e.details) for e in (await session.scalars(select(AuditEvent))).all()
+            )
         raw_db = b""
         if settings.database.is_sqlite:
             db_file = Path(settings.database.url.split("///", 1)[1])

@@ -17,10 +17,12 @@ from tests.fakes.provider import FakeProvider
 from tests.integration.delivery.test_worker import worker_with
 
 
-async def create(client: httpx.AsyncClient, headers: dict[str, str], **overrides: object
-                 ) -> dict[str, object]:
-    response = await client.post("/api/v1/meetings", json=meeting_body(**overrides),
-                                 headers=headers)
+async def create(
+    client: httpx.AsyncClient, headers: dict[str, str], **overrides: object
+) -> dict[str, object]:
+    response = await client.post(
+        "/api/v1/meetings", json=meeting_body(**overrides), headers=headers
+    )
     assert response.status_code == 201, response.text
     body: dict[str, object] = response.json()
     return body
@@ -28,16 +30,22 @@ async def create(client: httpx.AsyncClient, headers: dict[str, str], **overrides
 
 class TestReschedule:
     async def test_same_meeting_new_times_everyone_re_invited_with_higher_sequence(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState,
-            settings: Settings) -> None:
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
         created = await create(client, host_headers)
         channel = FakeChannel()
         worker = worker_with(state, channel, settings)
         await worker.drain()
         new_start = (datetime.now(UTC) + timedelta(days=9)).replace(microsecond=0)
-        response = await client.patch(f"/api/v1/meetings/{created['id']}", headers=host_headers,
-                                      json={"start": new_start.isoformat(),
-                                            "duration_minutes": 30})
+        response = await client.patch(
+            f"/api/v1/meetings/{created['id']}",
+            headers=host_headers,
+            json={"start": new_start.isoformat(), "duration_minutes": 30},
+        )
         assert response.status_code == 200, response.text
         moved = response.json()
         assert moved["id"] == created["id"]
@@ -50,83 +58,94 @@ class TestReschedule:
         assert all(c.method == "REQUEST" and c.start == new_start for c in updates)
 
     async def test_unsent_invitations_are_superseded(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str],
-            state: AppState) -> None:
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+    ) -> None:
         created = await create(client, host_headers)
-        await client.patch(f"/api/v1/meetings/{created['id']}", headers=host_headers,
-                           json={"topic": "Renamed"})
+        await client.patch(
+            f"/api/v1/meetings/{created['id']}", headers=host_headers, json={"topic": "Renamed"}
+        )
         async with state.db.session() as session:
             rows = (await session.execute(select(Delivery.sequence, Delivery.status))).all()
         assert sorted(rows) == [(0, "superseded")] * 4 + [(1, "pending")] * 4
 
     async def test_longer_than_the_policy_allows_is_422(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str]) -> None:
+        self, client: httpx.AsyncClient, host_headers: dict[str, str]
+    ) -> None:
         created = await create(client, host_headers)
-        response = await client.patch(f"/api/v1/meetings/{created['id']}",
-                                      headers=host_headers, json={"duration_minutes": 600})
+        response = await client.patch(
+            f"/api/v1/meetings/{created['id']}",
+            headers=host_headers,
+            json={"duration_minutes": 600},
+        )
         assert response.status_code == 422
         assert response.json()["errors"][0]["field"] == "duration_minutes"
 
-    async def test_empty_change_is_422(self, client: httpx.AsyncClient,
-                                       host_headers: dict[str, str]) -> None:
+    async def test_empty_change_is_422(
+        self, client: httpx.AsyncClient, host_headers: dict[str, str]
+    ) -> None:
         created = await create(client, host_headers)
-        response = await client.patch(f"/api/v1/meetings/{created['id']}",
-                                      headers=host_headers, json={})
+        response = await client.patch(
+            f"/api/v1/meetings/{created['id']}", headers=host_headers, json={}
+        )
         assert response.status_code == 422
 
 
 class TestCancel:
     async def test_cancel_sends_method_cancel_to_everyone_and_freezes_the_meeting(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState,
-            settings: Settings) -> None:
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
         fake = FakeProvider()
         state.providers = {"fake": fake}
         created = await create(client, host_headers, provider="fake")
-        response = await client.delete(f"/api/v1/meetings/{created['id']}",
-                                       headers=host_headers)
+        response = await client.delete(f"/api/v1/meetings/{created['id']}", headers=host_headers)
         assert response.status_code == 200
         assert response.json()["state"] == "cancelled"
         assert fake.deleted == fake.created
         channel = FakeChannel()
         await worker_with(state, channel, settings).drain()
         assert sorted(c.method for c in channel.sent) == ["CANCEL"] * 4
-        again = await client.patch(f"/api/v1/meetings/{created['id']}", headers=host_headers,
-                                   json={"topic": "x"})
+        again = await client.patch(
+            f"/api/v1/meetings/{created['id']}", headers=host_headers, json={"topic": "x"}
+        )
         assert again.status_code == 409
         async with state.db.session() as session:
             assert "meeting.cancelled" in (await session.scalars(select(AuditEvent.action))).all()
 
     async def test_someone_else_cannot_cancel(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str],
-            issuer: object) -> None:
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], issuer: object
+    ) -> None:
         from provisioner.auth.local_issuer import LocalIssuer
 
         assert isinstance(issuer, LocalIssuer)
         created = await create(client, host_headers)
-        other = {"Authorization": "Bearer " + issuer.token(subject="erin",
-                                                           email="erin@example.com",
-                                                           name="Erin")}
+        other = {
+            "Authorization": "Bearer "
+            + issuer.token(subject="erin", email="erin@example.com", name="Erin")
+        }
         response = await client.delete(f"/api/v1/meetings/{created['id']}", headers=other)
         assert response.status_code == 404
 
 
 class TestEnd:
     async def test_end_for_all_where_the_provider_can(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str],
-            state: AppState) -> None:
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+    ) -> None:
         fake = FakeProvider()
         state.providers = {"fake": fake}
         created = await create(client, host_headers, provider="fake")
-        response = await client.post(f"/api/v1/meetings/{created['id']}/end",
-                                     headers=host_headers)
+        response = await client.post(f"/api/v1/meetings/{created['id']}/end", headers=host_headers)
         assert response.status_code == 200
         assert response.json()["state"] == "ended"
         assert fake.ended == fake.created
 
     async def test_jitsi_says_plainly_it_cannot(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str]) -> None:
+        self, client: httpx.AsyncClient, host_headers: dict[str, str]
+    ) -> None:
         created = await create(client, host_headers)
-        response = await client.post(f"/api/v1/meetings/{created['id']}/end",
-                                     headers=host_headers)
+        response = await client.post(f"/api/v1/meetings/{created['id']}/end", headers=host_headers)
         assert response.status_code == 422
         assert response.json()["type"].endswith("/provider-feature-unsupported")

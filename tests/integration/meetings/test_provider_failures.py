@@ -31,10 +31,11 @@ async def deliveries(state: AppState) -> int:
 
 class TestProviderUnavailable:
     async def test_503_with_retry_after_then_the_retry_succeeds(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str],
-            state: AppState) -> None:
-        fake = FakeProvider(create_failures=[ProviderRetriable("429", provider="fake",
-                                                               retry_after=7)])
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+    ) -> None:
+        fake = FakeProvider(
+            create_failures=[ProviderRetriable("429", provider="fake", retry_after=7)]
+        )
         state.providers = {"fake": fake}
         headers = host_headers | {"Idempotency-Key": "retry-me"}
         body = meeting_body(provider="fake")
@@ -52,12 +53,13 @@ class TestProviderUnavailable:
 
 class TestVerificationFailure:
     async def test_contradicted_control_deletes_the_meeting_and_answers_502(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str],
-            state: AppState) -> None:
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+    ) -> None:
         fake = FakeProvider(mismatch={Control.WAITING_ROOM: "waiting room off"})
         state.providers = {"fake": fake}
-        response = await client.post("/api/v1/meetings", json=meeting_body(provider="fake"),
-                                     headers=host_headers)
+        response = await client.post(
+            "/api/v1/meetings", json=meeting_body(provider="fake"), headers=host_headers
+        )
         assert response.status_code == 502
         assert response.json()["type"].endswith("/verification-failed")
         assert fake.deleted == fake.created and len(fake.created) == 1
@@ -67,19 +69,20 @@ class TestVerificationFailure:
 
 class TestRequiredControlNotEnforceable:
     async def test_provider_lacking_a_required_control_is_refused(
-            self, client: httpx.AsyncClient, host_headers: dict[str, str],
-            state: AppState) -> None:
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+    ) -> None:
         text = (REPO_ROOT / "config" / "policy.yaml").read_text()
         assert load_policy(REPO_ROOT / "config" / "policy.yaml")
         state.policy = parse_policy(
-            text.replace("  waiting_room:\n    value: true\n    locked: true\n",
-                         "  waiting_room:\n    value: true\n    locked: true\n"
-                         "    enforcement: required\n"), source="test")
-        response = await client.post("/api/v1/meetings", json=meeting_body(),
-                                     headers=host_headers)
+            text.replace(
+                "  waiting_room:\n    value: true\n    locked: true\n",
+                "  waiting_room:\n    value: true\n    locked: true\n    enforcement: required\n",
+            ),
+            source="test",
+        )
+        response = await client.post("/api/v1/meetings", json=meeting_body(), headers=host_headers)
         assert response.status_code == 422
         problem = response.json()
         assert problem["type"].endswith("/control-not-enforceable")
-        assert problem["errors"] == [{"field": "provider",
-                                      "reason": "cannot enforce waiting_room"}]
+        assert problem["errors"] == [{"field": "provider", "reason": "cannot enforce waiting_room"}]
         assert await meeting_states(state) == []

@@ -61,8 +61,6 @@ class TestCipherFromSettings:
 
     def test_production_requires_configured_keys(self, tmp_path: Path) -> None:
         with pytest.raises(ValueError, match="data_keys"):
-            cipher_from_settings(SecuritySettings(data_key_file=tmp_path / "k"),
-                                 development=False)
-        configured = SecuritySettings(
-            data_keys={"k1": base64.b64encode(key()).decode()})
+            cipher_from_settings(SecuritySettings(data_key_file=tmp_path / "k"), development=False)
+        configured = SecuritySettings(data_keys={"k1": base64.b64encode(key()).decode()})
         assert cipher_from_settings(configured, development=False)

@@ -15,11 +15,16 @@ JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXZhbHVl"
 
 class TestRedact:
     def test_secret_keys_are_dropped_at_any_depth(self) -> None:
-        data = {"meeting": {"id": "m1", "passcode": "p", "join_url": "u"},
-                "items": [{"Authorization": "Bearer x"}], "count": 3}
-        assert redact(data) == {"meeting": {"id": "m1", "passcode": REDACTED,
-                                            "join_url": REDACTED},
-                                "items": [{"Authorization": REDACTED}], "count": 3}
+        data = {
+            "meeting": {"id": "m1", "passcode": "p", "join_url": "u"},
+            "items": [{"Authorization": "Bearer x"}],
+            "count": 3,
+        }
+        assert redact(data) == {
+            "meeting": {"id": "m1", "passcode": REDACTED, "join_url": REDACTED},
+            "items": [{"Authorization": REDACTED}],
+            "count": 3,
+        }
 
     def test_token_shapes_are_scrubbed_from_text(self) -> None:
         text = f"join https://meet.example.com/room?jwt={JWT}&x=1 with Bearer abc.def"

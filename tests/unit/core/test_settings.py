@@ -27,14 +27,16 @@ class TestLoadSettings:
         assert settings.email.transport == "file"
 
     def test_example_file_loads(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        monkeypatch.setenv("PROVISIONER_CONFIG", str(REPO_ROOT / "config" /
-                                                     "provisioner.example.toml"))
+        monkeypatch.setenv(
+            "PROVISIONER_CONFIG", str(REPO_ROOT / "config" / "provisioner.example.toml")
+        )
         settings = load_settings()
         assert settings.email.smtp.security == "starttls"
         assert settings.providers["jitsi"]["app_id"] == "provisioner"
 
-    def test_environment_overrides_file(self, monkeypatch: pytest.MonkeyPatch,
-                                        tmp_path: Path) -> None:
+    def test_environment_overrides_file(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
         config = tmp_path / "c.toml"
         config.write_text('[database]\nurl = "sqlite:///./a.db"\n')
         monkeypatch.setenv("PROVISIONER_CONFIG", str(config))
@@ -42,16 +44,16 @@ class TestLoadSettings:
         monkeypatch.setenv("PROVISIONER_DATABASE__URL", "postgresql://u@h/db")
         assert load_settings().database.url == "postgresql+asyncpg://u@h/db"
 
-    def test_unknown_key_in_file_is_named(self, monkeypatch: pytest.MonkeyPatch,
-                                          tmp_path: Path) -> None:
+    def test_unknown_key_in_file_is_named(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
         config = tmp_path / "c.toml"
         config.write_text('[email]\ntransprot = "smtp"\n')
         monkeypatch.setenv("PROVISIONER_CONFIG", str(config))
         with pytest.raises(SettingsError, match=r"email\.transprot: unknown key"):
             load_settings()
 
-    def test_unknown_environment_variable_is_named(self,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_unknown_environment_variable_is_named(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PROVISIONER_DATABSE__URL", "x")
         with pytest.raises(SettingsError, match="PROVISIONER_DATABSE__URL"):
             load_settings()
@@ -66,8 +68,7 @@ class TestLoadSettings:
         with pytest.raises(SettingsError, match=r"database\.url"):
             load_settings()
 
-    def test_symmetric_token_algorithms_are_refused(self,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_symmetric_token_algorithms_are_refused(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PROVISIONER_AUTH__ALGORITHMS", '["HS256"]')
         with pytest.raises(SettingsError, match=r"auth\.algorithms"):
             load_settings()

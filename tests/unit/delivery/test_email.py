@@ -46,8 +46,7 @@ class RecordingTransport:
 
 
 def make_channel(transport: RecordingTransport | None = None) -> EmailChannel:
-    return EmailChannel(SETTINGS, transport=transport or RecordingTransport(),
-                        clock=lambda: NOW)
+    return EmailChannel(SETTINGS, transport=transport or RecordingTransport(), clock=lambda: NOW)
 
 
 def build(context: DeliveryContext) -> EmailMessage:
@@ -59,16 +58,20 @@ def build(context: DeliveryContext) -> EmailMessage:
 
 
 def body(message: EmailMessage, content_type: str) -> str:
-    [part] = [p for p in message.walk()
-              if p.get_content_type() == content_type and not p.is_attachment()]
+    [part] = [
+        p for p in message.walk() if p.get_content_type() == content_type and not p.is_attachment()
+    ]
     assert isinstance(part, EmailMessage)
     content = part.get_content()
     return content.decode() if isinstance(content, bytes) else str(content)
 
 
 def calendar_parts(message: EmailMessage) -> list[EmailMessage]:
-    return [p for p in message.walk() if isinstance(p, EmailMessage)
-            and p.get_content_type() == "text/calendar"]
+    return [
+        p
+        for p in message.walk()
+        if isinstance(p, EmailMessage) and p.get_content_type() == "text/calendar"
+    ]
 
 
 class TestStructure:
@@ -107,7 +110,10 @@ class TestStructure:
         alternative, attachment = message.iter_parts()
         assert alternative.get_content_type() == "multipart/alternative"
         assert [p.get_content_type() for p in alternative.iter_parts()] == [
-            "text/plain", "text/html", "text/calendar"]
+            "text/plain",
+            "text/html",
+            "text/calendar",
+        ]
         assert attachment.get_content_type() == "text/calendar"
         assert attachment.get_filename() == "invite.ics"
         assert attachment.get_param("method") == "REQUEST"
@@ -160,24 +166,28 @@ class TestSend:
 
     def test_from_settings_picks_the_transport(self, tmp_path: Path) -> None:
         file_channel = EmailChannel.from_settings(
-            EmailSettings(transport="file", file_dir=tmp_path))
+            EmailSettings(transport="file", file_dir=tmp_path)
+        )
         smtp_channel = EmailChannel.from_settings(
-            EmailSettings(transport="smtp", smtp=SmtpSettings()))
+            EmailSettings(transport="smtp", smtp=SmtpSettings())
+        )
 
         assert isinstance(file_channel._transport, FileTransport)
         assert isinstance(smtp_channel._transport, SmtpTransport)
 
     def test_sender_must_be_one_address(self) -> None:
         with pytest.raises(ValueError):
-            EmailChannel(EmailSettings(sender="a@example.org, b@example.org"),
-                         transport=RecordingTransport())
+            EmailChannel(
+                EmailSettings(sender="a@example.org, b@example.org"), transport=RecordingTransport()
+            )
 
 
 class TestContent:
     def test_html_escapes_user_text(self) -> None:
         context = make_delivery_context(
             topic="<script>alert(1)</script>",
-            organizer=Person(email="host@example.org", name="<b>Boss</b>"))
+            organizer=Person(email="host@example.org", name="<b>Boss</b>"),
+        )
 
         message = build(context)
 
@@ -200,14 +210,18 @@ class TestContent:
         for content_type in ("text/plain", "text/html"):
             text = body(message, content_type)
             assert "https://meet.example.org/room-7f3a?jwt=secret-token" in text.replace(
-                "&amp;", "&")
+                "&amp;", "&"
+            )
             assert "831-552-09" in text
             assert "Never post this link publicly." in text
 
     def test_personal_notice(self) -> None:
         personal = build(make_delivery_context(personal=True))
-        shared = build(make_delivery_context(
-            personal=False, join=JoinDetails(url="https://meet.example.org/r")))
+        shared = build(
+            make_delivery_context(
+                personal=False, join=JoinDetails(url="https://meet.example.org/r")
+            )
+        )
 
         notice = "This link is yours alone: do not forward it; a forwarded link identifies you."
         assert notice in body(personal, "text/plain")
@@ -249,8 +263,9 @@ class TestHostSecurity:
 
 class TestHeaderSafety:
     def test_line_break_in_recipient_name_adds_no_header(self) -> None:
-        recipient = Person(email="ivan@example.org",
-                           name="Ivan\r\nBcc: eve@evil.example\r\nX-Evil: 1")
+        recipient = Person(
+            email="ivan@example.org", name="Ivan\r\nBcc: eve@evil.example\r\nX-Evil: 1"
+        )
 
         built = make_channel().build_message(make_delivery_context(recipient=recipient))
 
@@ -301,20 +316,37 @@ class TestMeetingTimeFormat:
     @pytest.mark.parametrize(
         ("start", "end", "timezone", "expected"),
         [
-            (datetime(2026, 12, 1, 13, tzinfo=UTC), datetime(2026, 12, 1, 14, tzinfo=UTC),
-             "Europe/Berlin", "Tuesday 1 December 2026, 14:00–15:00 CET (Europe/Berlin)"),
-            (datetime(2026, 7, 1, 18, tzinfo=UTC), datetime(2026, 7, 1, 19, tzinfo=UTC),
-             "America/New_York",
-             "Wednesday 1 July 2026, 14:00–15:00 EDT (America/New_York)"),
-            (datetime(2026, 12, 1, 22, tzinfo=UTC), datetime(2026, 12, 2, 0, 30, tzinfo=UTC),
-             "Europe/Berlin",
-             "Tuesday 1 December 2026, 23:00 CET – Wednesday 2 December 2026, 01:30 CET "
-             "(Europe/Berlin)"),
-            (datetime(2026, 3, 8, 6, tzinfo=UTC), datetime(2026, 3, 8, 8, tzinfo=UTC),
-             "America/New_York",
-             "Sunday 8 March 2026, 01:00 EST–04:00 EDT (America/New_York)"),
-            (datetime(2026, 12, 1, 13, tzinfo=UTC), datetime(2026, 12, 1, 14, tzinfo=UTC),
-             "UTC", "Tuesday 1 December 2026, 13:00–14:00 UTC"),
+            (
+                datetime(2026, 12, 1, 13, tzinfo=UTC),
+                datetime(2026, 12, 1, 14, tzinfo=UTC),
+                "Europe/Berlin",
+                "Tuesday 1 December 2026, 14:00–15:00 CET (Europe/Berlin)",
+            ),
+            (
+                datetime(2026, 7, 1, 18, tzinfo=UTC),
+                datetime(2026, 7, 1, 19, tzinfo=UTC),
+                "America/New_York",
+                "Wednesday 1 July 2026, 14:00–15:00 EDT (America/New_York)",
+            ),
+            (
+                datetime(2026, 12, 1, 22, tzinfo=UTC),
+                datetime(2026, 12, 2, 0, 30, tzinfo=UTC),
+                "Europe/Berlin",
+                "Tuesday 1 December 2026, 23:00 CET – Wednesday 2 December 2026, 01:30 CET "
+                "(Europe/Berlin)",
+            ),
+            (
+                datetime(2026, 3, 8, 6, tzinfo=UTC),
+                datetime(2026, 3, 8, 8, tzinfo=UTC),
+                "America/New_York",
+                "Sunday 8 March 2026, 01:00 EST–04:00 EDT (America/New_York)",
+            ),
+            (
+                datetime(2026, 12, 1, 13, tzinfo=UTC),
+                datetime(2026, 12, 1, 14, tzinfo=UTC),
+                "UTC",
+                "Tuesday 1 December 2026, 13:00–14:00 UTC",
+            ),
         ],
     )
     def test_format(self, start: datetime, end: datetime, timezone: str, expected: str) -> None:

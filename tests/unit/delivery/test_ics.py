@@ -76,7 +76,8 @@ class TestRequest:
 
     def test_the_host_is_chair_and_already_accepted(self) -> None:
         context = make_delivery_context(
-            role=Role.HOST, recipient=Person(email="host@example.org", name="Hana Host"))
+            role=Role.HOST, recipient=Person(email="host@example.org", name="Hana Host")
+        )
 
         _, event = parse(build_invitation(context, now=NOW))
 
@@ -101,7 +102,8 @@ class TestRequest:
 
     def test_shared_link_without_passcode_has_neither_notice_nor_passcode(self) -> None:
         context = make_delivery_context(
-            personal=False, join=JoinDetails(url="https://meet.example.org/r"))
+            personal=False, join=JoinDetails(url="https://meet.example.org/r")
+        )
 
         _, event = parse(build_invitation(context, now=NOW))
 
@@ -110,10 +112,12 @@ class TestRequest:
         assert PERSONAL_NOTICE not in description
 
     def test_line_breaks_in_names_cannot_add_properties(self) -> None:
-        recipient = Person(email="ivan@example.org",
-                           name="Ivan\r\nATTENDEE:mailto:eve@evil.example")
+        recipient = Person(
+            email="ivan@example.org", name="Ivan\r\nATTENDEE:mailto:eve@evil.example"
+        )
         context = make_delivery_context(
-            recipient=recipient, topic="Review\r\nATTENDEE:mailto:eve@evil.example")
+            recipient=recipient, topic="Review\r\nATTENDEE:mailto:eve@evil.example"
+        )
 
         data = build_invitation(context, now=NOW)
 
@@ -176,7 +180,8 @@ class TestTimeZones:
         self, timezone: str, start_utc: datetime, local_wall_time: str
     ) -> None:
         context = make_delivery_context(
-            timezone=timezone, start=start_utc, end=start_utc.replace(hour=start_utc.hour + 1))
+            timezone=timezone, start=start_utc, end=start_utc.replace(hour=start_utc.hour + 1)
+        )
 
         data = build_invitation(context, now=NOW)
 
@@ -189,8 +194,9 @@ class TestTimeZones:
         # 8 March 2026: New York clocks jump from 02:00 EST to 03:00 EDT.
         context = make_delivery_context(
             timezone="America/New_York",
-            start=datetime(2026, 3, 8, 6, tzinfo=UTC),   # 01:00 EST
-            end=datetime(2026, 3, 8, 8, tzinfo=UTC))     # 04:00 EDT
+            start=datetime(2026, 3, 8, 6, tzinfo=UTC),  # 01:00 EST
+            end=datetime(2026, 3, 8, 8, tzinfo=UTC),
+        )  # 04:00 EDT
 
         data = build_invitation(context, now=NOW)
 

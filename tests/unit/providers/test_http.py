@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -25,8 +26,9 @@ from provisioner.providers.http import (
 )
 
 
-def scripted(*responses: httpx.Response | Exception
-             ) -> tuple[httpx.MockTransport, list[httpx.Request]]:
+def scripted(
+    *responses: httpx.Response | Exception,
+) -> tuple[httpx.MockTransport, list[httpx.Request]]:
     seen: list[httpx.Request] = []
     queue = list(responses)
 
@@ -40,13 +42,18 @@ def scripted(*responses: httpx.Response | Exception
     return httpx.MockTransport(handler), seen
 
 
-def client(transport: httpx.MockTransport, sleeps: list[float], **kwargs: object
-           ) -> ProviderHttp:
+def client(transport: httpx.MockTransport, sleeps: list[float], **kwargs: Any) -> ProviderHttp:
     async def sleep(seconds: float) -> None:
         sleeps.append(seconds)
 
-    return ProviderHttp("test", base_url="https://api.test", transport=transport,
-                        rand=lambda: 1.0, sleep=sleep, **kwargs)  # type: ignore[arg-type]
+    return ProviderHttp(
+        "test",
+        base_url="https://api.test",
+        transport=transport,
+        rand=lambda: 1.0,
+        sleep=sleep,
+        **kwargs,
+    )
 
 
 class TestRetries:
@@ -69,11 +76,19 @@ class TestRetries:
             await client(transport, sleeps).request("GET", "/meetings/1?token=secret")
         assert len(seen) == 4 and len(sleeps) == 3
 
-    @pytest.mark.parametrize(("status", "error"), [
-        (400, ProviderRejected), (401, ProviderAuthFailed), (403, ProviderAuthFailed),
-        (404, ProviderNotFound), (500, ProviderError)])
-    async def test_final_statuses_are_not_retried(self, status: int,
-                                                  error: type[ProviderError]) -> None:
+    @pytest.mark.parametrize(
+        ("status", "error"),
+        [
+            (400, ProviderRejected),
+            (401, ProviderAuthFailed),
+            (403, ProviderAuthFailed),
+            (404, ProviderNotFound),
+            (500, ProviderError),
+        ],
+    )
+    async def test_final_statuses_are_not_retried(
+        self, status: int, error: type[ProviderError]
+    ) -> None:
         transport, seen = scripted(httpx.Response(status))
         with pytest.raises(error) as caught:
             await client(transport, []).request("POST", "/meetings?access_token=secret")
@@ -94,8 +109,7 @@ class TestCircuit:
     async def test_opens_after_repeated_failures_and_fails_fast(self) -> None:
         now = [0.0]
         circuit = Circuit(threshold=2, cooldown_seconds=10, clock=lambda: now[0])
-        transport, seen = scripted(httpx.Response(503), httpx.Response(503),
-                                   httpx.Response(200))
+        transport, seen = scripted(httpx.Response(503), httpx.Response(503), httpx.Response(200))
         http = client(transport, [], circuit=circuit, retry=RetryPolicy(max_attempts=5))
         with pytest.raises(ProviderRetriable):
             await http.request("GET", "/x")
@@ -136,8 +150,9 @@ class TestCachedTokenAuth:
         holder: list[httpx.AsyncClient] = []
         get_client: Callable[[], httpx.AsyncClient] = lambda: holder[0]  # noqa: E731
         auth = CachedTokenAuth(fetch, client=get_client, clock=lambda: clock[0])
-        async with httpx.AsyncClient(transport=httpx.MockTransport(handler), auth=auth,
-                                     base_url="https://api.test") as http:
+        async with httpx.AsyncClient(
+            transport=httpx.MockTransport(handler), auth=auth, base_url="https://api.test"
+        ) as http:
             holder.append(http)
             await http.get("/a")
             await http.get("/b")

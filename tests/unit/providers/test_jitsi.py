@@ -330,7 +330,8 @@ class TestContract:
 
 class TestLifecycle:
     async def test_reschedule_keeps_the_room_and_moves_the_window(
-            self, provider: JitsiProvider) -> None:
+        self, provider: JitsiProvider
+    ) -> None:
         spec = make_spec()
         created = await provider.create(spec, idempotency_key="k")
         later = replace(spec, start=spec.start + timedelta(days=1))
@@ -341,7 +342,8 @@ class TestLifecycle:
         assert Feature.RESCHEDULE in provider.features
 
     async def test_end_and_participants_say_plainly_they_are_unsupported(
-            self, provider: JitsiProvider) -> None:
+        self, provider: JitsiProvider
+    ) -> None:
         created = await provider.create(make_spec(), idempotency_key="k")
         for call in (provider.end, provider.list_participants):
             with pytest.raises(ProviderUnsupported):
