@@ -1,0 +1,1 @@
+"""What IT sees: every meeting's metadata, the audit log, the effective policy per group."""

@@ -1,0 +1,177 @@
+"""HTML pages: thin handlers over the same service functions as the API."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import RedirectResponse, Response
+
+from provisioner.admin.service import list_all_meetings, policy_by_group, search_audit
+from provisioner.auth.deps import SessionDep, StateDep
+from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
+from provisioner.auth.roles import Role
+from provisioner.db import utcnow
+from provisioner.errors import ProvisionerError
+from provisioner.idempotency.service import request_fingerprint
+from provisioner.meetings.lifecycle import cancel_meeting
+from provisioner.meetings.on_behalf import provision_for
+from provisioner.meetings.read import meeting_read
+from provisioner.meetings.service import (
+    delivery_status_by_invitee,
+    get_meeting_for_host,
+    list_meetings_for_host,
+)
+from provisioner.policy.render import effective_policy_as_dict
+from provisioner.policy.resolve import effective_for_groups
+from provisioner.problems import status_for
+from provisioner.providers.registry import pick
+from provisioner.web.deps import CSRF_CHECKED, WebUser, require_page_role
+from provisioner.web.forms import FormState, add_errors, control_views, default_start, read_form
+from provisioner.web.render import page, viewer_zone
+
+router = APIRouter(tags=["web"], include_in_schema=False)
+EMPLOYEE = require_page_role(Role.EMPLOYEE)
+IT_ADMIN = require_page_role(Role.IT_ADMIN)
+MeetingId = Annotated[str, Path(max_length=64)]
+
+
+@router.get("/")
+async def home(user: WebUser) -> Response:
+    """Admins land on the meeting overview, everyone else on their own meetings."""
+    return RedirectResponse(
+        "/admin/meetings" if user.has_role(Role.IT_ADMIN) else "/meetings", status_code=303
+    )
+
+
+@router.get("/meetings", dependencies=[EMPLOYEE])
+async def my_meetings(request: Request, user: WebUser, session: SessionDep) -> Response:
+    rows, _ = await list_meetings_for_host(session, host=user, limit=100, after=None)
+    return page(request, "meetings.html", meetings=rows)
+
+
+def _form_page(
+    request: Request,
+    state: StateDep,
+    user: WebUser,
+    form: FormState,
+    *,
+    status_code: int = 200,
+) -> Response:
+    policy = effective_policy_as_dict(effective_for_groups(state.policy, user.groups))
+    zone = viewer_zone(request, "UTC")
+    values = {
+        "topic": "",
+        "start": default_start(utcnow() + timedelta(days=1)),
+        "duration_minutes": "30",
+        "timezone": zone,
+        "invitees": "",
+        "provider": state.settings.default_provider,
+        "idempotency_key": secrets.token_urlsafe(16),
+        **form.values,
+    }
+    return page(
+        request,
+        "meeting_new.html",
+        controls=control_views(policy),  # type: ignore[arg-type]
+        providers=sorted(state.providers),
+        values=values,
+        errors=form.errors,
+        general=form.general,
+        status_code=status_code,
+    )
+
+
+@router.get("/meetings/new", dependencies=[EMPLOYEE])
+async def new_meeting(request: Request, state: StateDep, user: WebUser) -> Response:
+    return _form_page(request, state, user, FormState())
+
+
+@router.post("/meetings/new", dependencies=[EMPLOYEE, CSRF_CHECKED])
+async def request_meeting(request: Request, state: StateDep, user: WebUser) -> Response:
+    """The form's submit: provision through the same service as POST /api/v1/meetings."""
+    form = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+    body, form_state = read_form(form)
+    if body is None:
+        return _form_page(request, state, user, form_state, status_code=422)
+    try:
+        provider = pick(state.providers, body.provider or state.settings.default_provider)
+        result = await provision_for(
+            state.provisioning,
+            request=body,
+            caller=user,
+            provider=provider,
+            idempotency_key=form.get("idempotency_key") or None,
+            fingerprint=request_fingerprint(body.model_dump(mode="json")),
+        )
+    except (AuthenticationFailed, PermissionDenied):
+        raise
+    except ProvisionerError as exc:
+        add_errors(form_state, exc.errors)
+        if not exc.errors:
+            form_state.general.append(exc.detail)
+        return _form_page(request, state, user, form_state, status_code=status_for(exc))
+    state.worker.wake()
+    return RedirectResponse(f"/meetings/{result.meeting_id}", status_code=303)
+
+
+@router.get("/meetings/{meeting_id}", dependencies=[EMPLOYEE])
+async def meeting_detail(
+    request: Request, meeting_id: MeetingId, user: WebUser, session: SessionDep, state: StateDep
+) -> Response:
+    """The host's view: link and passcode (with a copy button) and each invitee's delivery."""
+    meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=user)
+    status = await delivery_status_by_invitee(session, meeting.id)
+    read = meeting_read(
+        meeting, cipher=state.cipher, include_host_join=True, delivery_status=status
+    )
+    return page(
+        request,
+        "meeting_detail.html",
+        meeting=meeting,
+        read=read,
+        zone=viewer_zone(request, meeting.timezone),
+    )
+
+
+@router.post("/meetings/{meeting_id}/cancel", dependencies=[EMPLOYEE, CSRF_CHECKED])
+async def cancel_from_page(meeting_id: MeetingId, user: WebUser, state: StateDep) -> Response:
+    async with state.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=user)
+    await cancel_meeting(
+        state.provisioning,
+        meeting_id=meeting_id,
+        host=user,
+        provider=pick(state.providers, meeting.provider),
+    )
+    state.worker.wake()
+    return RedirectResponse(f"/meetings/{meeting_id}", status_code=303)
+
+
+@router.get("/admin/meetings", dependencies=[IT_ADMIN])
+async def admin_meetings(request: Request, session: SessionDep) -> Response:
+    return page(request, "admin_meetings.html", meetings=await list_all_meetings(session))
+
+
+@router.get("/admin/policy", dependencies=[IT_ADMIN])
+async def admin_policy(request: Request, state: StateDep) -> Response:
+    return page(request, "admin_policy.html", policies=policy_by_group(state.policy))
+
+
+@router.get("/admin/audit", dependencies=[IT_ADMIN])
+async def admin_audit(
+    request: Request,
+    session: SessionDep,
+    action: Annotated[str | None, Query(max_length=80)] = None,
+    target_id: Annotated[str | None, Query(max_length=64)] = None,
+) -> Response:
+    events = await search_audit(session, action=action or None, target_id=target_id or None)
+    return page(
+        request,
+        "admin_audit.html",
+        events=events,
+        action=action or "",
+        target_id=target_id or "",
+    )
