@@ -93,36 +93,57 @@ def baseline(messages: list[EmailMessage], port: int) -> Rate:
 async def ours(directory: Path, port: int) -> tuple[Rate, list[EmailMessage]]:
     settings = Settings(
         database={"url": f"sqlite+aiosqlite:///{directory / 'bench.db'}"},
-        email={"transport": "smtp", "sender": "m@example.com",
-               "smtp": {"host": "127.0.0.1", "port": port, "security": "none"}},
+        email={
+            "transport": "smtp",
+            "sender": "m@example.com",
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none"},
+        },
         auth={"issuer": "https://idp.bench.invalid", "jwks_file": directory / "jwks.json"},
         security={"data_key_file": directory / "data-key"},
         policy_file=REPO_ROOT / "config" / "policy.yaml",
         worker={"embedded": False, "batch_size": 100},
         api={"max_invitees": INVITEES},
-        providers={"jitsi": {
-            "base_url": "https://meet.example.com", "app_id": "bench",
-            "domain": "meet.example.com",
-            "app_secret": base64.b64encode(secrets.token_bytes(32)).decode()}},
+        providers={
+            "jitsi": {
+                "base_url": "https://meet.example.com",
+                "app_id": "bench",
+                "domain": "meet.example.com",
+                "app_secret": base64.b64encode(secrets.token_bytes(32)).decode(),
+            }
+        },
     )
     (directory / "jwks.json").write_text('{"keys": []}')
     await upgrade_async(settings.database.url)
     state = build_state(settings)
     capture = CapturingChannel(state.channels["email"])  # type: ignore[arg-type]
     try:
-        request = MeetingCreate.model_validate({
-            "topic": "All hands", "start": "2030-03-04T15:00:00", "duration_minutes": 60,
-            "timezone": "Europe/Berlin", "provider": "jitsi",
-            "invitees": [{"email": f"person{i}@example.com", "name": f"Person {i}"}
-                         for i in range(INVITEES)],
-        })
-        host = Principal(subject="bench", email="host@example.com", name="Host",
-                         groups=(), scopes=frozenset())
-        await provision_meeting(state.provisioning, request=request, requester=host,
-                                provider=state.providers["jitsi"], idempotency_key=None,
-                                fingerprint=request_fingerprint(request.model_dump(mode="json")))
-        worker = DeliveryWorker(state.db, {"email": capture}, cipher=state.cipher,
-                                settings=settings.worker)
+        request = MeetingCreate.model_validate(
+            {
+                "topic": "All hands",
+                "start": "2030-03-04T15:00:00",
+                "duration_minutes": 60,
+                "timezone": "Europe/Berlin",
+                "provider": "jitsi",
+                "invitees": [
+                    {"email": f"person{i}@example.com", "name": f"Person {i}"}
+                    for i in range(INVITEES)
+                ],
+            }
+        )
+        host = Principal(
+            subject="bench", email="host@example.com", name="Host", groups=(), scopes=frozenset()
+        )
+        await provision_meeting(
+            state.provisioning,
+            request=request,
+            requester=host,
+            provider=state.providers["jitsi"],
+            idempotency_key=None,
+            fingerprint=request_fingerprint(request.model_dump(mode="json")),
+        )
+        worker = DeliveryWorker(
+            state.db, {"email": capture}, cipher=state.cipher, settings=settings.worker
+        )
         started = time.perf_counter()
         sent = await worker.drain()
         elapsed = time.perf_counter() - started
