@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,11 +17,15 @@ import structlog
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from provisioner import health
+from provisioner import health, web
+from provisioner.admin import routes as admin_routes
 from provisioner.auth.bearer import BearerVerifier, JwksCache
 from provisioner.crypto import cipher_from_settings
 from provisioner.db import Database, create_engine
+from provisioner.delivery.base import Channel
 from provisioner.delivery.email import EmailChannel
+from provisioner.delivery.slack import SlackChannel
+from provisioner.delivery.teams_chat import TeamsChatChannel
 from provisioner.delivery.worker import DeliveryWorker
 from provisioner.meetings import routes as meeting_routes
 from provisioner.meetings.reconcile import reconcile_stale
@@ -29,8 +33,9 @@ from provisioner.middleware import BodySizeLimitMiddleware, RequestContextMiddle
 from provisioner.policy import routes as policy_routes
 from provisioner.policy.document import load_policy
 from provisioner.policy.errors import InvalidPolicy
-from provisioner.problems import add_exception_handlers
+from provisioner.problems import PROBLEM_JSON, add_exception_handlers
 from provisioner.providers.registry import ProviderConfigError, build_providers
+from provisioner.secrets.runtime import load_secrets
 from provisioner.settings import Settings, SettingsError
 from provisioner.state import AppState
 
@@ -45,6 +50,8 @@ def _operation_id(route: APIRoute) -> str:
 
 def build_state(settings: Settings) -> AppState:
     """Everything the app holds, validated up front so a bad config stops start-up."""
+    # Secret references (env:, file:, vault:, aws:) become values before anything uses them.
+    settings, secrets_runtime = load_secrets(settings)
     if not settings.auth.issuer:
         raise _config_error("auth.issuer", "required")
     if settings.auth.jwks_url is None and settings.auth.jwks_file is None:
@@ -58,7 +65,11 @@ def build_state(settings: Settings) -> AppState:
     except ValueError as exc:
         raise _config_error("security.data_keys", exc) from None
     try:
-        channels = {"email": EmailChannel.from_settings(settings.email)}
+        channels: dict[str, Channel] = {"email": EmailChannel.from_settings(settings.email)}
+        if settings.channels.slack is not None:
+            channels["slack"] = SlackChannel.from_settings(settings.channels.slack)
+        if settings.channels.teams_chat is not None:
+            channels["teams_chat"] = TeamsChatChannel.from_settings(settings.channels.teams_chat)
     except ValueError as exc:
         raise _config_error("email", exc) from None
     try:
@@ -79,8 +90,11 @@ def build_state(settings: Settings) -> AppState:
         policy=policy,
         providers=providers,
         channels=channels,
-        verifier=BearerVerifier(settings.auth, JwksCache(settings.auth)),
+        verifier=BearerVerifier(
+            settings.auth, JwksCache(settings.auth), roles=settings.roles.groups
+        ),
         worker=DeliveryWorker(db, channels, cipher=cipher, settings=settings.worker),
+        secrets=secrets_runtime,
     )
 
 
@@ -94,6 +108,8 @@ async def close_state(state: AppState) -> None:
     for channel in state.channels.values():
         await channel.aclose()
     await state.db.dispose()
+    if state.secrets is not None:
+        await state.secrets.aclose()
 
 
 def create_app(
@@ -110,6 +126,12 @@ def create_app(
         await reconcile_stale(app_state.db, settings=settings.idempotency)
         stop = asyncio.Event()
         worker_task = asyncio.create_task(app_state.worker.run(stop)) if embedded_worker else None
+        secrets_task = None
+        if app_state.secrets is not None and isinstance(app_state.providers, MutableMapping):
+            # Re-reads secrets every cache TTL; a rotated provider secret swaps the provider.
+            secrets_task = asyncio.create_task(
+                app_state.secrets.watch(stop, providers=app_state.providers)
+            )
         log.info(
             "app.started", providers=sorted(app_state.providers), embedded_worker=embedded_worker
         )
@@ -120,6 +142,9 @@ def create_app(
             if worker_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await worker_task
+            if secrets_task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await secrets_task
             if owned:
                 await close_state(app_state)
             log.info("app.stopped")
@@ -139,8 +164,31 @@ def create_app(
     app.include_router(health.router)
     app.include_router(meeting_routes.router)
     app.include_router(policy_routes.router)
+    app.include_router(admin_routes.router)
+    web.install(app, settings)
     _add_problem_schema(app)
     return app
+
+
+def _problems_everywhere(schema: dict[str, Any]) -> None:
+    """Make the document say what the API does: every error is problem+json.
+
+    FastAPI documents its own 422 (`HTTPValidationError`, application/json) on every route
+    with parameters; ours renders validation errors as problems, so that entry is replaced.
+    Routes that take a body also document 413 (the size limit).
+    """
+    problem = {
+        "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+    }
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            answers = operation.setdefault("responses", {})
+            if "422" in answers:
+                answers["422"] = {"description": "The request is not valid", **problem}
+            if "requestBody" in operation:
+                answers.setdefault("413", {"description": "Request body too large", **problem})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schema.get("components", {}).get("schemas", {}).pop(name, None)
 
 
 def _add_problem_schema(app: FastAPI) -> None:
@@ -171,6 +219,7 @@ def _add_problem_schema(app: FastAPI) -> None:
                 },
             },
         }
+        _problems_everywhere(schema)
         app.openapi_schema = schema
         return schema
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from provisioner.logs import configure_logging
+from provisioner.secrets.commands import secrets_app
 from provisioner.settings import Settings, SettingsError, load_settings
 
 T = TypeVar("T")
@@ -31,6 +32,7 @@ audit_app = typer.Typer(help="The audit trail.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
+app.add_typer(secrets_app, name="secrets")
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:

@@ -28,8 +28,15 @@ async def readyz(state: StateDep) -> JSONResponse:
     except Exception as exc:  # readiness reports any failure, never raises it
         checks["database"] = f"failed: {type(exc).__name__}"
     checks["providers"] = "ok" if state.providers else "none configured"
-    ready = all(value == "ok" for value in checks.values())
+    degraded = False
+    if state.secrets is not None and state.secrets.in_use:
+        # A store outage within max_stale still serves (cached values): ready, but degraded.
+        secrets = state.secrets.status()
+        degraded = secrets.state == "degraded"
+        checks["secrets"] = "ok" if secrets.state == "ok" else f"{secrets.state}: {secrets.detail}"
+    ready = all(value == "ok" or value.startswith("degraded") for value in checks.values())
+    status = "not ready" if not ready else "degraded" if degraded else "ready"
     return JSONResponse(
-        {"status": "ready" if ready else "not ready", "checks": checks},
+        {"status": status, "checks": checks},
         status_code=200 if ready else 503,
     )

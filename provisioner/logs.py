@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import structlog
 
-from provisioner.redaction import REDACTED, is_secret_key, scrub_text
+from provisioner.redaction import REDACTED, is_secret_key, redact, scrub_text
 
 
 def redact_processor(
@@ -27,6 +27,11 @@ def redact_processor(
             event_dict[key] = REDACTED
         elif isinstance(value, str):
             event_dict[key] = scrub_text(value)
+        elif isinstance(value, Mapping | list | tuple | set | frozenset):
+            event_dict[key] = redact(value)
+        elif isinstance(value, BaseException):
+            # An exception object is rendered with its message: scrub that text now.
+            event_dict[key] = scrub_text(f"{type(value).__name__}: {value}")
     return event_dict
 
 

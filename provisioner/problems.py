@@ -84,7 +84,7 @@ def problem(
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": TYPE_BASE + code,
-        "title": title,
+        "title": scrub_text(title),
         "status": status,
         "detail": scrub_text(detail),
         "instance": request.url.path,
@@ -149,6 +149,17 @@ async def _on_validation_error(request: Request, exc: Exception) -> JSONResponse
 
 async def _on_http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # noqa: S101
+    if exc.status_code == 400:
+        # FastAPI's answer to a body it cannot even decode (not UTF-8, not JSON at all).
+        # For the client this is bad input like any other: the same 422 problem shape.
+        return problem(
+            request,
+            status=422,
+            code="invalid-request",
+            title="The request is not valid",
+            detail="the request body could not be parsed as JSON",
+            errors=(FieldError("body", "not valid UTF-8 JSON"),),
+        )
     codes = {404: "not-found", 405: "method-not-allowed", 413: "request-too-large"}
     return problem(
         request,

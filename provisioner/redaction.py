@@ -2,13 +2,16 @@
 
 The plan is that secrets are never passed to a logger or an audit event in the first place;
 this module is the backstop. It drops values under keys that name a secret and scrubs
-values that look like one (a `jwt=` query parameter, a bearer token, a JWT).
+values that look like one (a `jwt=` query parameter, a bearer token, a JWT), and every
+value registered as a currently known secret (everything read from the secret store, data
+keys, provider tokens): those are removed wherever they appear in free text.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import threading
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -29,8 +32,45 @@ def is_secret_key(key: str) -> bool:
     return bool(_SECRET_KEY.search(key))
 
 
+# Shorter values would mangle ordinary words and numbers; secrets are longer than this.
+MIN_KNOWN_SECRET_LENGTH = 6
+
+_known_lock = threading.Lock()
+_known_values: set[str] = set()
+# Rebuilt under the lock on registration; readers take the current pattern without locking.
+_known_pattern: re.Pattern[str] | None = None
+
+
+def register_secret(value: str) -> None:
+    """Remember `value` so that `scrub_text` removes it wherever it appears (thread-safe)."""
+    register_secrets((value,))
+
+
+def register_secrets(values: Iterable[str]) -> None:
+    global _known_pattern
+    fresh = {v for v in values if len(v) >= MIN_KNOWN_SECRET_LENGTH}
+    with _known_lock:
+        if fresh <= _known_values:
+            return
+        _known_values.update(fresh)
+        # Longest first, so a secret that contains another is removed whole.
+        ordered = sorted(_known_values, key=len, reverse=True)
+        _known_pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+
+def forget_secrets() -> None:
+    """Clear the registry (tests)."""
+    global _known_pattern
+    with _known_lock:
+        _known_values.clear()
+        _known_pattern = None
+
+
 def scrub_text(text: str) -> str:
-    """Replace anything in free text that looks like a token."""
+    """Replace every known secret value and anything that looks like a token."""
+    pattern = _known_pattern
+    if pattern is not None:
+        text = pattern.sub(REDACTED, text)
     return _SECRET_VALUE.sub(REDACTED, text)
 
 

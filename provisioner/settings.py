@@ -13,13 +13,23 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from provisioner.delivery.chat_config import SlackConfig, TeamsChatConfig
 
 CONFIG_ENV = "PROVISIONER_CONFIG"
 
@@ -106,6 +116,13 @@ class EmailSettings(Section):
     smtp: SmtpSettings = SmtpSettings()
 
 
+class ChannelsSettings(Section):
+    """Chat channels for private delivery; each is off until configured (see docs/channels.md)."""
+
+    slack: SlackConfig | None = None
+    teams_chat: TeamsChatConfig | None = None
+
+
 class WorkerSettings(Section):
     embedded: bool = Field(default=True, description="Run the delivery worker inside `serve`.")
     poll_interval_seconds: float = Field(default=1.0, gt=0)
@@ -141,6 +158,106 @@ class ApiSettings(Section):
     public_url: str = "http://127.0.0.1:8000"
 
 
+class OidcSettings(Section):
+    """Browser sign-in with the organisation's OpenID provider (authorization code + PKCE).
+
+    Empty `issuer` disables browser sign-in (the API still takes bearer tokens). The
+    session cookie is signed with `session_secret`; in development a random one is made
+    per process when it is unset, so sessions end on restart.
+    """
+
+    issuer: str = ""
+    client_id: str = "provisioner"
+    client_secret: SecretStr | None = None
+    scopes: tuple[str, ...] = ("openid", "email", "profile", "groups")
+    redirect_base: str | None = Field(
+        default=None, description="Public base URL for /auth/callback; default api.public_url."
+    )
+    cookie_name: str = Field(default="provisioner_session", pattern=r"^[A-Za-z0-9_.-]+$")
+    session_lifetime_seconds: int = Field(default=8 * 3600, ge=60, le=7 * 24 * 3600)
+    session_secret: SecretStr | None = None
+    insecure_http_cookies: bool = Field(
+        default=False, description="Drop the cookie's Secure flag: local http only."
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.issuer)
+
+
+RoleName = Literal["employee", "it-admin", "responder"]
+
+
+def _default_role_groups() -> dict[str, tuple[RoleName, ...]]:
+    return {"employees": ("employee",), "it-admins": ("it-admin",), "responders": ("responder",)}
+
+
+class RolesSettings(Section):
+    """Which groups (from `auth.groups_claim`) grant which role; no group, no role."""
+
+    groups: dict[str, tuple[RoleName, ...]] = Field(default_factory=_default_role_groups)
+
+
+_BOOTSTRAP_SCHEMES = ("env:", "file:")
+
+
+class VaultSettings(Section):
+    """HashiCorp Vault or OpenBao (KV v2). Its own credentials come from env: or file:."""
+
+    address: str = "http://127.0.0.1:8200"
+    auth: Literal["token", "approle", "kubernetes"] = "token"
+    token: str | None = Field(default=None, description="auth=token: env:/file: reference.")
+    role_id: str | None = Field(default=None, description="auth=approle: env:/file: reference.")
+    secret_id: str | None = Field(default=None, description="auth=approle: env:/file: reference.")
+    approle_mount: str = "approle"
+    kubernetes_role: str | None = None
+    kubernetes_mount: str = "kubernetes"
+    kubernetes_jwt_file: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
+    namespace: str | None = None
+    ca_file: Path | None = None
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _credentials_are_references(self) -> VaultSettings:
+        """Vault's own credentials cannot live in Vault, nor in the config file in clear."""
+        needed = {
+            "token": ("token",),
+            "approle": ("role_id", "secret_id"),
+            "kubernetes": ("kubernetes_role",),
+        }[self.auth]
+        for name in needed:
+            if not getattr(self, name):
+                raise ValueError(f"auth={self.auth} needs {name}")
+        for name in ("token", "role_id", "secret_id"):
+            value = getattr(self, name)
+            if value is not None and not value.startswith(_BOOTSTRAP_SCHEMES):
+                raise ValueError(f"{name} must be an env: or file: reference, not a value")
+        return self
+
+
+class AwsSecretsSettings(Section):
+    """AWS Secrets Manager; credentials from boto3's usual chain."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = Field(default=None, description="e.g. a VPC endpoint or moto.")
+    timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+
+
+class SecretsSettings(Section):
+    """Where `vault:` and `aws:` references are read, and how long values are cached.
+
+    `env:` and `file:` references always work. A value is read again after
+    `cache_ttl_seconds` (so rotation is picked up without a restart); while its store is
+    down, the cached value keeps serving for `max_stale_seconds` and /readyz says degraded.
+    """
+
+    cache_ttl_seconds: float = Field(default=300.0, gt=0)
+    max_stale_seconds: float = Field(default=3600.0, ge=0)
+    vault: VaultSettings | None = None
+    aws: AwsSecretsSettings | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROVISIONER_",
@@ -157,10 +274,14 @@ class Settings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
     auth: AuthSettings = AuthSettings()
     email: EmailSettings = EmailSettings()
+    channels: ChannelsSettings = ChannelsSettings()
     worker: WorkerSettings = WorkerSettings()
     security: SecuritySettings = SecuritySettings()
+    secrets: SecretsSettings = SecretsSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
     api: ApiSettings = ApiSettings()
+    oidc: OidcSettings = OidcSettings()
+    roles: RolesSettings = RolesSettings()
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="One table per configured provider, validated by that provider's model.",

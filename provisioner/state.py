@@ -13,6 +13,7 @@ from provisioner.delivery.worker import DeliveryWorker
 from provisioner.meetings.service import Provisioning
 from provisioner.policy.document import PolicyDocument
 from provisioner.providers.base import MeetingProvider
+from provisioner.secrets.runtime import SecretsRuntime
 from provisioner.settings import Settings
 
 
@@ -26,9 +27,15 @@ class AppState:
     channels: Mapping[str, Channel]
     verifier: BearerVerifier
     worker: DeliveryWorker
+    # The secret store and the settings as written; None when built without one (tests).
+    secrets: SecretsRuntime | None = None
 
     @property
     def provisioning(self) -> Provisioning:
         return Provisioning(
-            db=self.db, policy=self.policy, cipher=self.cipher, settings=self.settings
+            db=self.db,
+            policy=self.policy,
+            cipher=self.cipher,
+            settings=self.settings,
+            channels=frozenset(self.channels),
         )

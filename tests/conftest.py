@@ -86,6 +86,11 @@ def database_url(
         return
     url: str = request.getfixturevalue("postgres_url")
     yield url
+    truncate_postgres(url)
+
+
+def truncate_postgres(url: str) -> None:
+    """Empty every table (tests on PostgreSQL share one migrated schema)."""
     import asyncio
 
     async def truncate() -> None:
@@ -96,6 +101,13 @@ def database_url(
         await engine.dispose()
 
     asyncio.run(truncate())
+
+
+@pytest.fixture
+def postgres_database_url(postgres_url: str) -> Iterator[str]:
+    """PostgreSQL only, for what SQLite cannot show (several processes, SKIP LOCKED)."""
+    yield postgres_url
+    truncate_postgres(postgres_url)
 
 
 @pytest.fixture(scope="session")

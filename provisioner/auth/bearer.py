@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -101,9 +101,16 @@ class JwksCache:
 class BearerVerifier:
     """Turns an `Authorization: Bearer` token into a `Principal`, or refuses it."""
 
-    def __init__(self, settings: AuthSettings, keys: JwksCache) -> None:
+    def __init__(
+        self,
+        settings: AuthSettings,
+        keys: JwksCache,
+        *,
+        roles: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self._settings = settings
         self._keys = keys
+        self._roles = roles or {}
 
     async def verify(self, token: str) -> Principal:
         try:
@@ -132,18 +139,52 @@ class BearerVerifier:
         return self._principal(claims)
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:
-        email = claims.get("email")
-        if not isinstance(email, str) or "@" not in email:
-            raise AuthenticationFailed("the token carries no email claim")
-        groups = claims.get(self._settings.groups_claim, [])
-        if not isinstance(groups, list):
-            groups = []
         scope = claims.get("scope", "")
         scopes = scope.split() if isinstance(scope, str) else list(claims.get("scp", []))
-        return Principal(
-            subject=str(claims["sub"]),
-            email=email.lower(),
-            name=str(claims.get("name") or email.split("@")[0]),
-            groups=tuple(str(group) for group in groups),
-            scopes=frozenset(str(s) for s in scopes),
+        client_id = claims.get("client_id")
+        email = claims.get("email")
+        if email is None and isinstance(client_id, str) and claims["sub"] == client_id:
+            return integration_principal(client_id, scopes)
+        if not isinstance(email, str) or "@" not in email:
+            raise AuthenticationFailed("the token carries no email claim")
+        return principal_from_claims(
+            claims, groups_claim=self._settings.groups_claim, roles=self._roles, scopes=scopes
         )
+
+
+def integration_principal(client_id: str, scopes: Sequence[str]) -> Principal:
+    """A client-credentials token: the integration itself, no person, no groups, no roles."""
+    return Principal(
+        subject=f"client:{client_id}",
+        email="",
+        name=client_id,
+        groups=(),
+        scopes=frozenset(str(s) for s in scopes),
+        client_id=client_id,
+    )
+
+
+def principal_from_claims(
+    claims: Mapping[str, Any],
+    *,
+    groups_claim: str,
+    roles: Mapping[str, Sequence[str]],
+    scopes: Sequence[str],
+) -> Principal:
+    """A person, from an access token's or an id_token's claims (the same for both ways in).
+
+    Roles come only from groups listed in the role mapping: no groups claim, no role.
+    """
+    email = str(claims.get("email", ""))
+    groups = claims.get(groups_claim, [])
+    if not isinstance(groups, list):
+        groups = []
+    group_names = tuple(str(group) for group in groups)
+    return Principal(
+        subject=str(claims["sub"]),
+        email=email.lower(),
+        name=str(claims.get("name") or email.split("@")[0]),
+        groups=group_names,
+        scopes=frozenset(str(s) for s in scopes),
+        roles=frozenset(role for group in group_names for role in roles.get(group, ())),
+    )

@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from provisioner.auth.bearer import BearerVerifier
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.auth.principal import Principal
+from provisioner.auth.session import CSRF_HEADER, csrf_valid, session_principal
 from provisioner.state import AppState
 
 
@@ -36,8 +37,25 @@ async def get_session(state: StateDep) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
 async def get_principal(request: Request, state: StateDep) -> Principal:
+    """The caller from a bearer token (API clients) or else the browser session.
+
+    A session-authenticated request that changes state must echo the session's CSRF token
+    in `X-CSRF-Token`: the cookie alone is sent by the browser whoever asked for it.
+    """
     header = request.headers.get("authorization", "")
+    if not header:
+        principal = session_principal(request, roles=state.settings.roles.groups)
+        if principal is not None:
+            if request.method not in _SAFE_METHODS and not csrf_valid(
+                request, request.headers.get(CSRF_HEADER)
+            ):
+                raise PermissionDenied("the CSRF token is missing or wrong", scope="csrf")
+            structlog.contextvars.bind_contextvars(principal_id=principal.subject)
+            return principal
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise AuthenticationFailed("send an `Authorization: Bearer <token>` header")
@@ -58,5 +76,25 @@ def require_scope(scope: str) -> Any:
             raise PermissionDenied(f"this operation needs the {scope!r} scope", scope=scope)
 
     check.__name__ = f"require_{scope.replace(':', '_')}"
+    guard: Callable[[Principal], Coroutine[Any, Any, None]] = check
+    return Depends(guard)
+
+
+def require_role(*roles: str, integrations: bool = False) -> Any:
+    """A decorator-level guard: the caller holds one of `roles` (from the groups claim).
+
+    With `integrations=True` a calendar integration (client-credentials token, which has
+    no groups) passes too; its scopes then decide alone.
+    """
+
+    async def check(principal: CurrentPrincipal) -> None:
+        if integrations and principal.is_integration:
+            return
+        if not any(principal.has_role(role) for role in roles):
+            raise PermissionDenied(
+                f"this operation needs the role {' or '.join(roles)}", scope="role"
+            )
+
+    check.__name__ = "require_role_" + "_".join(r.replace("-", "_") for r in roles)
     guard: Callable[[Principal], Coroutine[Any, Any, None]] = check
     return Depends(guard)

@@ -14,6 +14,16 @@ class Principal:
     name: str
     groups: tuple[str, ...]
     scopes: frozenset[str]
+    roles: frozenset[str] = frozenset()
+    client_id: str | None = None  # set for a calendar integration (client-credentials token)
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    def has_role(self, role: str) -> bool:
+        return role in self.roles
+
+    @property
+    def is_integration(self) -> bool:
+        """A machine client acting in its own name (RFC 9068: `sub` is the client id)."""
+        return self.client_id is not None

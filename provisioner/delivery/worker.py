@@ -32,9 +32,11 @@ from provisioner.delivery.base import (
     ChannelRejected,
     ChannelRetriable,
     DeliveryContext,
+    DeliveryReceipt,
     Method,
     Role,
 )
+from provisioner.delivery.chat_config import ChatUserNotFound
 from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.meetings.codec import settings_from_json
 from provisioner.meetings.joins import open_join
@@ -115,14 +117,30 @@ class DeliveryWorker:
         log.info("worker.stopped", worker_id=self.worker_id)
 
     async def run_once(self) -> BatchResult:
-        """Claim one batch of due deliveries and send each of them."""
+        """Claim one batch of due deliveries, send each, then settle their meetings.
+
+        The batch is loaded in one transaction and each outcome recorded in its own, so a
+        crash loses at most the outcome of the message in flight (sent again later:
+        at-least-once), never a delivery.
+        """
         ids = await self._claim()
+        if not ids:
+            return BatchResult(0, 0, 0, 0)
+        async with self._db.session() as session:
+            loaded = await self._load_batch(session, ids)
         sent = retried = dead = 0
-        for delivery_id in ids:
-            outcome = await self._deliver(delivery_id)
+        settled: set[str] = set()
+        for delivery, context in loaded:
+            outcome = await self._deliver(delivery, context)
             sent += outcome == DeliveryStatus.SENT
             retried += outcome == DeliveryStatus.PENDING
             dead += outcome == DeliveryStatus.DEAD
+            if outcome == DeliveryStatus.SENT:
+                settled.add(delivery.meeting_id)
+        if settled:
+            async with self._db.session() as session:
+                for meeting_id in sorted(settled):
+                    await self._maybe_delivered(session, meeting_id)
         return BatchResult(len(ids), sent, retried, dead)
 
     async def drain(self, *, max_batches: int = 1000) -> int:
@@ -170,49 +188,93 @@ class DeliveryWorker:
             )
             return list(claimed.all())
 
-    async def _deliver(self, delivery_id: str) -> DeliveryStatus:
-        log_ = log.bind(delivery_id=delivery_id, worker_id=self.worker_id)
-        async with self._db.session() as session:
-            loaded = await self._load(session, delivery_id)
-        if loaded is None:
-            return DeliveryStatus.SENDING  # someone else holds it now
-        delivery, context = loaded
-        log_ = log_.bind(meeting_id=delivery.meeting_id)
-        channel = self._channels.get(delivery.channel)
-        error: ChannelError | None
-        try:
-            if channel is None:
-                raise ChannelRejected(f"no channel {delivery.channel!r} is configured")
-            receipt = await channel.send(context)
-            error = None
-        except ChannelError as exc:
-            error, receipt = exc, None
-        except Exception as exc:  # an unexpected bug must not lose the delivery
-            error, receipt = ChannelRetriable(f"unexpected {type(exc).__name__}"), None
+    async def _deliver(self, delivery: Delivery, context: DeliveryContext) -> DeliveryStatus:
+        log_ = log.bind(
+            delivery_id=delivery.id, meeting_id=delivery.meeting_id, worker_id=self.worker_id
+        )
+        receipt, error, fell_back = await self._send(delivery.channel, context)
         async with self._db.session() as session:
             return await self._record(
-                session, delivery, receipt.message_id if receipt else None, error, log_
+                session,
+                delivery,
+                receipt.message_id if receipt else None,
+                error,
+                log_,
+                fell_back=fell_back,
             )
 
-    async def _load(
-        self, session: AsyncSession, delivery_id: str
-    ) -> tuple[Delivery, DeliveryContext] | None:
-        delivery = await session.get(Delivery, delivery_id)
-        if (
-            delivery is None
-            or delivery.status != DeliveryStatus.SENDING
-            or delivery.claimed_by != self.worker_id
-        ):
-            return None
-        meeting = await session.get(Meeting, delivery.meeting_id)
-        if meeting is None:
-            return None
-        if delivery.role == Role.HOST:
+    async def _send(
+        self, channel_name: str, context: DeliveryContext
+    ) -> tuple[DeliveryReceipt | None, ChannelError | None, bool]:
+        """Send through the chosen channel; a chat user we cannot find gets email instead.
+
+        Returns the receipt or the error, and whether the email fallback was used.
+        """
+        channel = self._channels.get(channel_name)
+        try:
+            if channel is None:
+                raise ChannelRejected(f"no channel {channel_name!r} is configured")
+            return await channel.send(context), None, False
+        except ChatUserNotFound as exc:
+            email = self._channels.get("email")
+            if channel_name == "email" or email is None:
+                return None, exc, False
+            try:
+                return await email.send(context), None, True
+            except ChannelError as fallback_error:
+                return None, fallback_error, True
+            except Exception as bug:  # an unexpected bug must not lose the delivery
+                return None, ChannelRetriable(f"unexpected {type(bug).__name__}"), True
+        except ChannelError as exc:
+            return None, exc, False
+        except Exception as exc:  # an unexpected bug must not lose the delivery
+            return None, ChannelRetriable(f"unexpected {type(exc).__name__}"), False
+
+    async def _load_batch(
+        self, session: AsyncSession, ids: list[str]
+    ) -> list[tuple[Delivery, DeliveryContext]]:
+        """Everything the claimed deliveries need, in three queries rather than three each."""
+        deliveries = (
+            await session.scalars(
+                select(Delivery).where(
+                    Delivery.id.in_(ids),
+                    Delivery.status == DeliveryStatus.SENDING,
+                    Delivery.claimed_by == self.worker_id,
+                )
+            )
+        ).all()
+        meetings = {
+            m.id: m
+            for m in await session.scalars(
+                select(Meeting).where(Meeting.id.in_({d.meeting_id for d in deliveries}))
+            )
+        }
+        invitee_ids = {d.invitee_id for d in deliveries if d.invitee_id is not None}
+        invitees = {
+            i.id: i
+            for i in await session.scalars(select(Invitee).where(Invitee.id.in_(invitee_ids)))
+        }
+        loaded = []
+        for delivery in sorted(deliveries, key=lambda d: ids.index(d.id)):
+            meeting = meetings.get(delivery.meeting_id)
+            invitee = invitees.get(delivery.invitee_id) if delivery.invitee_id else None
+            if meeting is None or (delivery.role != Role.HOST and invitee is None):
+                continue  # deleted under us; nothing to send
+            context = await self._context(session, delivery, meeting, invitee)
+            if context is not None:
+                loaded.append((delivery, context))
+        return loaded
+
+    async def _context(
+        self,
+        session: AsyncSession,
+        delivery: Delivery,
+        meeting: Meeting,
+        invitee: Invitee | None,
+    ) -> DeliveryContext | None:
+        if invitee is None:
             sealed, table, row_id, personal = meeting.host_join_secret, "meetings", meeting.id, True
         else:
-            invitee = await session.get(Invitee, delivery.invitee_id)
-            if invitee is None:
-                return None
             sealed, table, row_id = invitee.join_secret, "invitees", invitee.id
             personal = invitee.personal_link
         if sealed is None:
@@ -227,7 +289,7 @@ class DeliveryWorker:
                 target_id=meeting.id,
                 details={},
             )
-        context = DeliveryContext(
+        return DeliveryContext(
             delivery_id=delivery.id,
             meeting_id=meeting.id,
             uid=meeting.ics_uid,
@@ -246,7 +308,6 @@ class DeliveryWorker:
             settings=settings_from_json(meeting.settings),
             not_enforced=frozenset(Control(c) for c in meeting.not_enforced),
         )
-        return delivery, context
 
     async def _record(
         self,
@@ -255,12 +316,32 @@ class DeliveryWorker:
         message_id: str | None,
         error: ChannelError | None,
         log_: structlog.typing.FilteringBoundLogger,
+        *,
+        fell_back: bool = False,
     ) -> DeliveryStatus:
         row = await session.get(Delivery, delivery.id, with_for_update=True)
         if row is None or row.claimed_by != self.worker_id or row.status != DeliveryStatus.SENDING:
             return DeliveryStatus.SENDING
         now = utcnow()
         row.lease_until = None
+        if fell_back:
+            # The chat user was not found: the message went (or will go) by email, and the
+            # record says so rather than pretending the chat DM happened.
+            await record_event(
+                session,
+                actor="system",
+                action="delivery.fell_back",
+                target_type="delivery",
+                target_id=row.id,
+                details={
+                    "meeting_id": row.meeting_id,
+                    "from": row.channel,
+                    "to": "email",
+                    "reason": "chat-user-not-found",
+                },
+            )
+            log_.info("delivery.fell_back", channel=row.channel, fallback="email")
+            row.channel = "email"
         if error is None:
             row.status, row.sent_at, row.message_id, row.last_error = (
                 DeliveryStatus.SENT,
@@ -282,7 +363,6 @@ class DeliveryWorker:
                 },
             )
             log_.info("delivery.sent", attempts=row.attempts)
-            await self._maybe_delivered(session, row.meeting_id)
             return DeliveryStatus.SENT
         row.last_error = f"{type(error).__name__}: {error.detail}"[:500]
         permanent = isinstance(error, ChannelRejected)

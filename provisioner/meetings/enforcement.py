@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from provisioner.meetings.errors import VerificationFailed
+from provisioner.errors import FieldError
+from provisioner.meetings.errors import ControlNotEnforceable, VerificationFailed
 from provisioner.policy.model import Chat, Control, EffectivePolicy, MeetingSettings, Presenters
 from provisioner.providers.base import ObservedSettings, ProvisionedMeeting
 
@@ -63,14 +64,19 @@ def confirmed_enforcement(
     observed: ObservedSettings,
     *,
     meeting_id: str,
+    must_enforce: frozenset[Control] = frozenset(),
 ) -> tuple[frozenset[Control], frozenset[Control]]:
     """(enforced, not_enforced) after the read-back; a contradiction is an error.
 
     A control counts as enforced only if the provider claimed to apply it AND the read-back
     confirmed it. If the read-back contradicts a control the provider claimed, the meeting
-    is not what the policy demands, and `VerificationFailed` is raised.
+    is not what the policy demands, and `VerificationFailed` is raised. A control the policy
+    requires that ended up not enforced (a provider whose enforcement depends on account
+    settings, like Zoom's chat) is refused with `ControlNotEnforceable`: the static
+    capability check before the call cannot see that.
 
     Raises:
+        ControlNotEnforceable: a required control is not enforced for this meeting.
         VerificationFailed: the read-back contradicted a claimed control.
     """
     claimed = created.enforced & wanted
@@ -84,4 +90,11 @@ def confirmed_enforcement(
             meeting_id=meeting_id,
         )
     enforced = claimed & observed.confirmed
+    missing = (wanted - enforced) & must_enforce
+    if missing:
+        names = sorted(missing)
+        raise ControlNotEnforceable(
+            f"the provider did not enforce {', '.join(names)}, which the policy requires",
+            errors=tuple(FieldError("provider", f"cannot enforce {name}") for name in names),
+        )
     return enforced, wanted - enforced

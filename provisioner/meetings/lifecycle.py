@@ -33,6 +33,7 @@ from provisioner.meetings.service import (
     delivery_status_by_invitee,
     get_meeting_for_host,
 )
+from provisioner.policy.resolve import effective_for_groups
 from provisioner.providers.base import (
     Feature,
     MeetingProvider,
@@ -132,7 +133,11 @@ async def reschedule_meeting(
     updated = await provider.update(spec, ref)
     observed = await provider.verify(spec, updated)
     enforced, not_enforced = confirmed_enforcement(
-        restrictive_controls(settings), updated, observed, meeting_id=meeting_id
+        restrictive_controls(settings),
+        updated,
+        observed,
+        meeting_id=meeting_id,
+        must_enforce=effective_for_groups(deps.policy, host.groups).must_enforce,
     )
     async with deps.db.session() as session:
         meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)

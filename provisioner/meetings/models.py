@@ -72,6 +72,7 @@ class Invitee(Base):
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str] = mapped_column(String(200))
     personal_link: Mapped[bool] = mapped_column(default=False)
+    channel: Mapped[str] = mapped_column(String(40), default="email", server_default="email")
     join_secret: Mapped[str | None] = mapped_column(Text, default=None)
 
     meeting: Mapped[Meeting] = relationship(back_populates="invitees")

@@ -25,7 +25,7 @@ async def queue_deliveries(
     invitees: Sequence[Invitee],
     *,
     method: Method,
-    channel: str = "email",
+    host_channel: str = "email",
 ) -> list[Delivery]:
     """One delivery to the host and one to each invitee, at `meeting.sequence`."""
     await session.execute(
@@ -43,7 +43,7 @@ async def queue_deliveries(
             meeting_id=meeting.id,
             invitee_id=None,
             role=Role.HOST,
-            channel=channel,
+            channel=host_channel,
             recipient_email=meeting.host_email,
             recipient_name=meeting.host_name,
             method=method,
@@ -56,7 +56,7 @@ async def queue_deliveries(
             meeting_id=meeting.id,
             invitee_id=invitee.id,
             role=Role.INVITEE,
-            channel=channel,
+            channel=invitee.channel,
             recipient_email=invitee.email,
             recipient_name=invitee.name,
             method=method,

@@ -38,6 +38,7 @@ def meeting_read(
             InviteeRead(
                 email=i.email,
                 name=i.name,
+                channel=i.channel,
                 personal_link=i.personal_link,
                 delivery_status=delivery_status.get(i.id),
             )

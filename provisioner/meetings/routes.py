@@ -9,8 +9,15 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
 
-from provisioner.auth.deps import CurrentPrincipal, SessionDep, StateDep, require_scope
+from provisioner.auth.deps import (
+    CurrentPrincipal,
+    SessionDep,
+    StateDep,
+    require_role,
+    require_scope,
+)
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
+from provisioner.auth.roles import Role
 from provisioner.errors import FieldError
 from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from provisioner.idempotency.service import request_fingerprint
@@ -22,6 +29,7 @@ from provisioner.meetings.errors import (
     VerificationFailed,
 )
 from provisioner.meetings.lifecycle import cancel_meeting, end_meeting, reschedule_meeting
+from provisioner.meetings.on_behalf import provision_for
 from provisioner.meetings.read import meeting_read
 from provisioner.meetings.schemas import (
     MeetingCreate,
@@ -34,7 +42,6 @@ from provisioner.meetings.service import (
     delivery_status_by_invitee,
     get_meeting_for_host,
     list_meetings_for_host,
-    provision_meeting,
 )
 from provisioner.policy.errors import PolicyViolation
 from provisioner.problems import responses
@@ -47,6 +54,7 @@ from provisioner.providers.errors import (
 from provisioner.providers.registry import pick
 
 router = APIRouter(prefix="/api/v1/meetings", tags=["meetings"])
+EMPLOYEE_OR_INTEGRATION = require_role(Role.EMPLOYEE, integrations=True)
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -65,7 +73,7 @@ IdempotencyKeyHeader = Annotated[
     "",
     status_code=201,
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write")],
+    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION],
     responses=responses(
         InvalidRequest,
         PolicyViolation,
@@ -87,10 +95,10 @@ async def create_meeting(
 ) -> JSONResponse:
     """Provision one unique, policy-checked meeting and queue private delivery to each invitee."""
     provider = pick(state.providers, body.provider or state.settings.default_provider)
-    result = await provision_meeting(
+    result = await provision_for(
         state.provisioning,
         request=body,
-        requester=principal,
+        caller=principal,
         provider=provider,
         idempotency_key=idempotency_key,
         fingerprint=request_fingerprint(body.model_dump(mode="json")),
@@ -123,7 +131,7 @@ def _encode_cursor(after: tuple[datetime, str]) -> str:
 @router.get(
     "",
     response_model=MeetingList,
-    dependencies=[require_scope("meetings:read")],
+    dependencies=[require_scope("meetings:read"), EMPLOYEE_OR_INTEGRATION],
     responses=responses(InvalidRequest, AuthenticationFailed, PermissionDenied),
 )
 async def list_meetings(
@@ -158,7 +166,7 @@ async def list_meetings(
 @router.get(
     "/{meeting_id}",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:read")],
+    dependencies=[require_scope("meetings:read"), EMPLOYEE_OR_INTEGRATION],
     responses=responses(MeetingNotFound, AuthenticationFailed, PermissionDenied),
 )
 async def get_meeting(
@@ -201,7 +209,7 @@ async def _provider_of(
 @router.patch(
     "/{meeting_id}",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write")],
+    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION],
     responses=LIFECYCLE_PROBLEMS | responses(InvalidRequest),
 )
 async def reschedule(
@@ -219,7 +227,7 @@ async def reschedule(
 @router.delete(
     "/{meeting_id}",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write")],
+    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION],
     responses=LIFECYCLE_PROBLEMS,
 )
 async def cancel(
@@ -237,7 +245,7 @@ async def cancel(
 @router.post(
     "/{meeting_id}/end",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write")],
+    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION],
     responses=LIFECYCLE_PROBLEMS,
 )
 async def end(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep) -> JSONResponse:

@@ -24,7 +24,7 @@ from pydantic import (
 
 from provisioner.policy.resolve import SettingsRequest
 
-MAX_INVITEES = 500  # a hard ceiling; `api.max_invitees` sets the configured one below it
+MAX_INVITEES = 5000  # a hard ceiling; `api.max_invitees` sets the configured one below it
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -48,6 +48,13 @@ class InviteeIn(BaseModel):
 
     email: EmailStr
     name: Text200
+    channel: str = Field(
+        default="email",
+        pattern=r"^[a-z_]{1,40}$",
+        description="How this person gets their link: `email` (with .ics), or a configured "
+        "chat channel (`slack`, `teams_chat`) as a direct message; falls back to email "
+        "when the chat user cannot be found.",
+    )
 
     @field_validator("email")
     @classmethod
@@ -87,6 +94,11 @@ class MeetingCreate(BaseModel):
         default=None, min_length=1, max_length=40, pattern=r"^[a-z0-9_-]+$"
     )
     settings: SettingsRequest | None = None
+    on_behalf_of: InviteeIn | None = Field(
+        default=None,
+        description="Calendar integrations only (scope meetings:write:on_behalf): the "
+        "employee who becomes the host.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -144,6 +156,7 @@ class JoinRead(BaseModel):
 class InviteeRead(BaseModel):
     email: str
     name: str
+    channel: str
     personal_link: bool
     delivery_status: str | None
 

@@ -17,7 +17,7 @@ deleted, and the key is released so a retry runs again. A crash between 2 and 3 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -80,6 +80,7 @@ class Provisioning:
     policy: PolicyDocument
     cipher: FieldCipher
     settings: Settings
+    channels: frozenset[str] = frozenset({"email"})
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,12 @@ class Provisioned:
 
 
 def _check_request(
-    request: MeetingCreate, requester: Principal, *, max_invitees: int, now: datetime
+    request: MeetingCreate,
+    requester: Principal,
+    *,
+    max_invitees: int,
+    now: datetime,
+    channels: frozenset[str],
 ) -> list[Person]:
     """Checks the schema cannot make: start in the past, duplicates, configured limits."""
     errors: list[FieldError] = []
@@ -112,6 +118,13 @@ def _check_request(
             )
             continue
         seen[invitee.email] = index
+        if invitee.channel not in channels:
+            errors.append(
+                FieldError(
+                    f"invitees[{index}].channel",
+                    f"must be one of the configured channels: {', '.join(sorted(channels))}",
+                )
+            )
         if invitee.email == requester.email:
             continue  # the host is always invited, with the host's own link
         invitees.append(Person(email=invitee.email, name=invitee.name))
@@ -148,7 +161,11 @@ async def provision_meeting(
     """
     now = utcnow()
     invitees = _check_request(
-        request, requester, max_invitees=deps.settings.api.max_invitees, now=now
+        request,
+        requester,
+        max_invitees=deps.settings.api.max_invitees,
+        now=now,
+        channels=deps.channels,
     )
     duration = timedelta(minutes=request.duration_minutes)
     try:
@@ -243,11 +260,12 @@ async def provision_meeting(
         created = await provider.create(spec, idempotency_key=idempotency_key or meeting_id)
         observed = await provider.verify(spec, created)
         enforced, not_enforced = confirmed_enforcement(
-            plan.wanted, created, observed, meeting_id=meeting_id
+            plan.wanted, created, observed, meeting_id=meeting_id, must_enforce=policy.must_enforce
         )
         body = await _store_verified(
             deps,
             spec=spec,
+            channel_of={invitee.email: invitee.channel for invitee in request.invitees},
             created=created,
             enforced=enforced,
             not_enforced=not_enforced,
@@ -270,7 +288,7 @@ async def provision_meeting(
         meeting_id=meeting_id,
         provider=provider.name,
         invitees=len(invitees),
-        not_enforced=sorted(not_enforced),
+        not_enforced=[str(control) for control in sorted(not_enforced)],
     )
     return Provisioned(status=201, body=body, meeting_id=meeting_id, replayed=False)
 
@@ -279,6 +297,7 @@ async def _store_verified(
     deps: Provisioning,
     *,
     spec: MeetingSpec,
+    channel_of: Mapping[str, str],
     created: ProvisionedMeeting,
     enforced: frozenset[Control],
     not_enforced: frozenset[Control],
@@ -310,6 +329,7 @@ async def _store_verified(
                     email=person.email,
                     name=person.name,
                     personal_link=person.email.lower() in created.personal,
+                    channel=channel_of.get(person.email, "email"),
                     join_secret=seal_join(cipher, join, table="invitees", row_id=invitee_id),
                 )
             )
@@ -425,6 +445,18 @@ async def _record_refusal(
     log.info("meeting.refused", reason=refusal.code, fields=fields)
 
 
+def host_subjects(host: Principal) -> tuple[str, ...]:
+    """The `host_subject` values that are this host's.
+
+    A meeting an integration created on someone's behalf is stored under
+    `email:<address>` (the integration knows the employee's email, not their `sub`), so
+    the employee finds it once they sign in with that verified email.
+    """
+    if host.is_integration or not host.email:
+        return (host.subject,)
+    return (host.subject, f"email:{host.email}")
+
+
 async def get_meeting_for_host(
     session: AsyncSession, *, meeting_id: str, host: Principal
 ) -> Meeting:
@@ -432,7 +464,7 @@ async def get_meeting_for_host(
     meeting = await session.scalar(
         select(Meeting)
         .options(selectinload(Meeting.invitees))
-        .where(Meeting.id == meeting_id, Meeting.host_subject == host.subject)
+        .where(Meeting.id == meeting_id, Meeting.host_subject.in_(host_subjects(host)))
     )
     if meeting is None:
         raise MeetingNotFound(meeting_id)
@@ -464,7 +496,7 @@ async def list_meetings_for_host(
     )
     statement = (
         select(Meeting, invitee_count)
-        .where(Meeting.host_subject == host.subject)
+        .where(Meeting.host_subject.in_(host_subjects(host)))
         .order_by(Meeting.created_at.desc(), Meeting.id.desc())
         .limit(limit + 1)
     )

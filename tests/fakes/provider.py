@@ -29,6 +29,7 @@ class FakeProvider:
     ended: list[str] = field(default_factory=list)
     create_failures: list[ProviderError] = field(default_factory=list)
     mismatch: dict[Control, str] = field(default_factory=dict)
+    unconfirmed: frozenset[Control] = frozenset()  # read back as neither right nor wrong
     created: list[str] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
 
@@ -51,7 +52,8 @@ class FakeProvider:
 
     async def verify(self, spec: MeetingSpec, created: ProvisionedMeeting) -> ObservedSettings:
         return ObservedSettings(
-            confirmed=self.capabilities - set(self.mismatch), mismatched=dict(self.mismatch)
+            confirmed=self.capabilities - set(self.mismatch) - self.unconfirmed,
+            mismatched=dict(self.mismatch),
         )
 
     async def update(self, spec: MeetingSpec, meeting: MeetingRef) -> ProvisionedMeeting:

@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from provisioner.audit.models import AuditEvent
 from provisioner.delivery.base import ChannelRejected, ChannelRetriable
+from provisioner.delivery.chat_config import ChatUserNotFound
 from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.delivery.worker import DeliveryWorker, backoff_seconds
 from provisioner.settings import Settings, WorkerSettings
@@ -132,3 +133,65 @@ class TestBackoff:
         assert backoff_seconds(1, settings, rand=lambda: 0.0) == 0
         assert backoff_seconds(1, settings, rand=lambda: 0.0, retry_after=30) == 30
         assert backoff_seconds(1, settings, rand=lambda: 0.0, retry_after=999) == 60
+
+
+class TestChatPreferenceAndFallback:
+    async def test_unconfigured_channel_is_refused_naming_the_invitee(
+        self, client: httpx.AsyncClient, host_headers: dict[str, str]
+    ) -> None:
+        body = meeting_body(
+            invitees=[{"email": "ana@example.com", "name": "Ana", "channel": "slack"}]
+        )
+        response = await client.post("/api/v1/meetings", json=body, headers=host_headers)
+        assert response.status_code == 422
+        assert [e["field"] for e in response.json()["errors"]] == ["invitees[0].channel"]
+
+    async def test_chat_user_not_found_falls_back_to_email_and_says_so(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
+        slack = FakeChannel(
+            name="slack",
+            failures=[
+                ChatUserNotFound("no such Slack user"),
+                ChatUserNotFound("no such Slack user"),
+            ],
+        )
+        email = FakeChannel()
+        state.channels = {"email": email, "slack": slack}
+        body = meeting_body(
+            invitees=[
+                {"email": "ana@example.com", "name": "Ana", "channel": "slack"},
+                {"email": "ben@example.com", "name": "Ben", "channel": "slack"},
+            ]
+        )
+        created = await client.post("/api/v1/meetings", json=body, headers=host_headers)
+        assert created.status_code == 201, created.text
+        assert [i["channel"] for i in created.json()["invitees"]] == ["slack", "slack"]
+        worker = DeliveryWorker(
+            state.db,
+            state.channels,
+            cipher=state.cipher,
+            settings=settings.worker,
+            worker_id="w",
+            rand=lambda: 0.0,
+        )
+        await worker.drain()
+        assert sorted(c.recipient.email for c in email.sent) == [
+            "ana@example.com",
+            "ben@example.com",
+            "dana@example.com",
+        ]
+        assert slack.sent == []
+        async with state.db.session() as session:
+            rows = (await session.execute(select(Delivery.channel, Delivery.status))).all()
+            fallbacks = (
+                await session.scalars(
+                    select(AuditEvent.action).where(AuditEvent.action == "delivery.fell_back")
+                )
+            ).all()
+        assert sorted(rows) == [("email", "sent")] * 3
+        assert len(fallbacks) == 2

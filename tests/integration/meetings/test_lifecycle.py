@@ -124,7 +124,9 @@ class TestCancel:
         created = await create(client, host_headers)
         other = {
             "Authorization": "Bearer "
-            + issuer.token(subject="erin", email="erin@example.com", name="Erin")
+            + issuer.token(
+                subject="erin", email="erin@example.com", name="Erin", groups=["employees"]
+            )
         }
         response = await client.delete(f"/api/v1/meetings/{created['id']}", headers=other)
         assert response.status_code == 404

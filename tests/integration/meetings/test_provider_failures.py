@@ -86,3 +86,20 @@ class TestRequiredControlNotEnforceable:
         assert problem["type"].endswith("/control-not-enforceable")
         assert problem["errors"] == [{"field": "provider", "reason": "cannot enforce waiting_room"}]
         assert await meeting_states(state) == []
+
+
+class TestRequiredControlUnconfirmed:
+    async def test_required_control_the_read_back_does_not_confirm_is_refused(
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+    ) -> None:
+        """Enforcement that depends on account settings shows only after the call."""
+        fake = FakeProvider(unconfirmed=frozenset({Control.SIGN_IN_REQUIRED}))
+        state.providers = {"fake": fake}
+        response = await client.post(
+            "/api/v1/meetings", json=meeting_body(provider="fake"), headers=host_headers
+        )
+        assert response.status_code == 422
+        assert response.json()["type"].endswith("/control-not-enforceable")
+        assert fake.deleted == fake.created and len(fake.created) == 1
+        assert await meeting_states(state) == ["failed"]
+        assert await deliveries(state) == 0

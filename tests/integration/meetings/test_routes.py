@@ -186,7 +186,9 @@ class TestIdempotency:
         issuer: LocalIssuer,
         state: AppState,
     ) -> None:
-        other = issuer.token(subject="erin", email="erin@example.com", name="Erin")
+        other = issuer.token(
+            subject="erin", email="erin@example.com", name="Erin", groups=["employees"]
+        )
         body = meeting_body()
         a = await client.post(
             "/api/v1/meetings", json=body, headers=host_headers | {"Idempotency-Key": "shared"}
@@ -248,7 +250,9 @@ class TestReadMeetings:
         ).json()["id"]
         other = {
             "Authorization": "Bearer "
-            + issuer.token(subject="erin", email="erin@example.com", name="Erin")
+            + issuer.token(
+                subject="erin", email="erin@example.com", name="Erin", groups=["employees"]
+            )
         }
         response = await client.get(f"/api/v1/meetings/{meeting_id}", headers=other)
         assert response.status_code == 404
@@ -268,7 +272,9 @@ class TestPolicyAndHealth:
     async def test_effective_policy_for_caller(
         self, client: httpx.AsyncClient, issuer: LocalIssuer
     ) -> None:
-        token = issuer.token(subject="x", email="x@example.com", name="X", groups=["executives"])
+        token = issuer.token(
+            subject="x", email="x@example.com", name="X", groups=["employees", "executives"]
+        )
         response = await client.get("/api/v1/policy", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 200
         controls = response.json()["controls"]
