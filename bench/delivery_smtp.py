@@ -13,8 +13,8 @@ Run: `make bench` (or `.venv/bin/python -m bench.delivery_smtp`).
 from __future__ import annotations
 
 import asyncio
-import os
 import base64
+import os
 import secrets
 import smtplib
 import socket
@@ -25,7 +25,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import Envelope, Session, SMTP
+from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from provisioner.app import build_state, close_state
 from provisioner.auth.principal import Principal

@@ -98,6 +98,13 @@ def violations(response: httpx.Response) -> list[dict[str, Any]]:
     """
     header = response.headers.get("sl-violations")
     if not header:
+        # A spec that declares no error response (Google's) gets Prism's own 422 problem,
+        # with the violations in its body rather than in the header.
+        if response.status_code == 422 and response.headers.get("content-type", "").startswith(
+            "application/problem+json"
+        ):
+            problems: list[dict[str, Any]] = response.json().get("validation", [])
+            return problems or [{"location": ["request"], "message": response.text[:500]}]
         return []
     found: list[dict[str, Any]] = json.loads(header)
     return [v for v in found if v.get("location", [None])[0] == "request"]
