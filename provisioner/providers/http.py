@@ -228,11 +228,14 @@ class ProviderHttp:
         headers: Mapping[str, str] | None = None,
         expect: tuple[int, ...] = (200, 201, 202, 204),
         retry: RetryPolicy | None = None,
+        repeat_safe: bool = False,
     ) -> httpx.Response:
         """Send with retries; return the response whose status is in `expect`.
 
         `retry` overrides the client's policy for this call (`ONE_ATTEMPT` for a write
-        that `write_once` guards).
+        that `write_once` guards). `repeat_safe` says the call gives the same result however
+        often it runs (a read, a delete, a createOrGet by external id), so a bare 500 is
+        retried too; otherwise a 500 is final, because a create may have happened.
 
         Raises:
             ProviderRetriable: still failing after the last attempt, or the circuit is open.
@@ -263,13 +266,14 @@ class ProviderHttp:
                     self._circuit.record_success()
                     return response
                 error = self._error_for(response, method, url)
-                if not isinstance(error, ProviderRetriable):
-                    if response.status_code < 500:
-                        self._circuit.record_success()  # the provider is up; we were wrong
-                    else:
-                        self._circuit.record_failure()
+                if response.status_code < 500 and not isinstance(error, ProviderRetriable):
+                    self._circuit.record_success()  # the provider is up; we were wrong
                     raise error
-                retry_after = error.retry_after
+                if not isinstance(error, ProviderRetriable) and not repeat_safe:
+                    self._circuit.record_failure()
+                    raise error
+                if isinstance(error, ProviderRetriable):
+                    retry_after = error.retry_after
             self._circuit.record_failure()
             if attempt >= policy.max_attempts or self._circuit.open:
                 raise error

@@ -311,27 +311,9 @@ class GoogleClient:
         happened: ours carry a client-chosen event id and requestId, so it cannot twice)."""
         marker = _acting_for.set(user)
         try:
-            attempt = 0
-            while True:
-                attempt += 1
-                try:
-                    return await self._http.request(
-                        method, url, json=json, params=params, expect=expect
-                    )
-                except ProviderError as error:
-                    if type(error) is not ProviderError or attempt >= self._retry.max_attempts:
-                        raise
-                    delay = self._retry.delay(attempt, retry_after=None, rand=self._rand)
-                    log.warning(
-                        "provider.retry_scheduled",
-                        provider=PROVIDER_NAME,
-                        method=method,
-                        path=url.split("?", 1)[0],
-                        attempt=attempt,
-                        delay_seconds=round(delay, 2),
-                        error_type="ServerError",
-                    )
-                    await self.sleep(delay)
+            return await self._http.request(
+                method, url, json=json, params=params, expect=expect, repeat_safe=True
+            )
         finally:
             _acting_for.reset(marker)
 

@@ -258,27 +258,9 @@ class GraphClient:
         routed here (createOrGet by externalId, reads, PATCHes to fixed values, deletes)
         give the same result however often they run, so a 500 is worth another try.
         """
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                return await self._http.request(
-                    method, url, json=json, params=params, expect=expect
-                )
-            except ProviderError as error:
-                if type(error) is not ProviderError or attempt >= self._retry.max_attempts:
-                    raise
-                delay = self._retry.delay(attempt, retry_after=None, rand=self._rand)
-                log.warning(
-                    "provider.retry_scheduled",
-                    provider=PROVIDER_NAME,
-                    method=method,
-                    path=url.split("?", 1)[0],
-                    attempt=attempt,
-                    delay_seconds=round(delay, 2),
-                    error_type="ServerError",
-                )
-                await self._sleep(delay)
+        return await self._http.request(
+            method, url, json=json, params=params, expect=expect, repeat_safe=True
+        )
 
     def _meetings(self, user: str) -> str:
         return f"/users/{_seg(user)}/onlineMeetings"

@@ -17,6 +17,7 @@ from provisioner.providers.errors import (
     ProviderRetriable,
 )
 from provisioner.providers.http import (
+    ONE_ATTEMPT,
     AccessToken,
     CachedTokenAuth,
     Circuit,
@@ -94,6 +95,33 @@ class TestRetries:
             await client(transport, []).request("POST", "/meetings?access_token=secret")
         assert len(seen) == 1
         assert "secret" not in str(caught.value)
+
+    async def test_a_bare_500_is_retried_only_for_repeat_safe_calls(self) -> None:
+        transport, seen = scripted(httpx.Response(500), httpx.Response(200))
+        response = await client(transport, []).request("GET", "/meetings/1", repeat_safe=True)
+        assert response.status_code == 200 and len(seen) == 2
+
+    async def test_one_attempt_override_never_retries(self) -> None:
+        transport, seen = scripted(httpx.Response(503), httpx.Response(201))
+        with pytest.raises(ProviderRetriable):
+            await client(transport, []).request("POST", "/meetings", retry=ONE_ATTEMPT)
+        assert len(seen) == 1
+
+    async def test_write_once_adopts_what_the_failed_attempt_created(self) -> None:
+        transport, seen = scripted(httpx.Response(500))
+        http = client(transport, [])
+        found: list[str] = []
+
+        async def write() -> str:
+            await http.request("POST", "/meetings", retry=ONE_ATTEMPT)
+            return "written"
+
+        async def find() -> str | None:
+            found.append("looked")
+            return "adopted"
+
+        assert await http.write_once("create", write, find) == "adopted"
+        assert len(seen) == 1 and found == ["looked"]
 
     async def test_error_mapper_can_name_the_field(self) -> None:
         def mapper(response: httpx.Response) -> ProviderError | None:
