@@ -97,3 +97,24 @@ class LocalIssuer:
             **extra,
         }
         return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})
+
+    def client_token(
+        self,
+        client_id: str,
+        *,
+        scopes: Sequence[str] = ("meetings:write", "meetings:write:on_behalf"),
+        lifetime_seconds: int = 3600,
+    ) -> str:
+        """A client-credentials access token (RFC 9068 shape: `sub` is the client, no email)."""
+        now = int(time.time())
+        claims = {
+            "iss": self.issuer,
+            "aud": self.audience,
+            "sub": client_id,
+            "client_id": client_id,
+            "scope": " ".join(scopes),
+            "iat": now,
+            "nbf": now,
+            "exp": now + lifetime_seconds,
+        }
+        return jwt.encode(claims, self._key, algorithm="RS256", headers={"kid": self.key_id})

@@ -75,6 +75,8 @@ async def provision_for(
         provider=provider,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint,
+        # Keys belong to the caller: two integrations may pick the same key for one host.
+        idempotency_scope=caller.subject,
     )
     if not result.replayed and result.meeting_id is not None:
         async with deps.db.session() as session:

@@ -145,11 +145,14 @@ async def provision_meeting(
     provider: MeetingProvider,
     idempotency_key: str | None,
     fingerprint: str,
+    idempotency_scope: str | None = None,
 ) -> Provisioned:
     """Create one unique meeting under the requester's effective policy and queue delivery.
 
     Returns:
         The 201 response body (or the replay of the first response for a repeated key).
+        Keys are scoped to `idempotency_scope` (the caller; defaults to the requester, who
+        differs from the caller when an integration acts on someone's behalf).
 
     Raises:
         InvalidRequest: the request breaks a rule the schema could not check.
@@ -193,7 +196,7 @@ async def provision_meeting(
     if idempotency_key is not None:
         outcome = await claim_key(
             deps.db,
-            scope=requester.subject,
+            scope=idempotency_scope or requester.subject,
             key=idempotency_key,
             fingerprint=fingerprint,
             meeting_id=meeting_id,

@@ -323,3 +323,25 @@ class TestIdempotencyAcrossReplicas:
         assert len({r.json()["id"] for r in responses}) == 1
         assert await count(state, Meeting) == 1
         assert await count(state, Delivery) == 4
+
+
+class TestOnBehalfIdempotency:
+    async def test_keys_belong_to_the_integration_not_the_host(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer, state: AppState
+    ) -> None:
+        body = meeting_body(on_behalf_of={"email": "dana@example.com", "name": "Dana Host"})
+        calendar_a = {
+            "Authorization": "Bearer " + issuer.client_token("calendar-a"),
+            "Idempotency-Key": "event-1",
+        }
+        calendar_b = {
+            "Authorization": "Bearer " + issuer.client_token("calendar-b"),
+            "Idempotency-Key": "event-1",
+        }
+        first = await client.post("/api/v1/meetings", json=body, headers=calendar_a)
+        replay = await client.post("/api/v1/meetings", json=body, headers=calendar_a)
+        other = await client.post("/api/v1/meetings", json=body, headers=calendar_b)
+        assert first.status_code == replay.status_code == other.status_code == 201
+        assert replay.json()["id"] == first.json()["id"]
+        assert other.json()["id"] != first.json()["id"]
+        assert await count(state, Meeting) == 2
