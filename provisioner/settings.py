@@ -131,6 +131,11 @@ class WorkerSettings(Section):
     backoff_base_seconds: float = Field(default=5.0, gt=0)
     backoff_max_seconds: float = Field(default=900.0, gt=0)
     lease_seconds: float = Field(default=120.0, gt=0)
+    alert_emails: tuple[str, ...] = Field(
+        default=(),
+        description="IT addresses told (privately, by email) about every dead-lettered "
+        "message, besides the meeting's host.",
+    )
 
 
 class SecuritySettings(Section):

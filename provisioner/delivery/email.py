@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 
+from provisioner.delivery.alerts import DeadLetterAlert
 from provisioner.delivery.base import (
     ChannelRejected,
     DeliveryContext,
@@ -165,6 +166,54 @@ class EmailChannel:
             filename="invite.ics",
             params={**calendar_params, "name": "invite.ics"},
         )
+        return message
+
+    async def send_alert(self, alert: DeadLetterAlert) -> DeliveryReceipt:
+        """Tell the host or IT, privately, that a message could not be delivered.
+
+        Raises:
+            ChannelRetriable / ChannelRejected: as for `send`.
+        """
+        message = self.build_alert(alert)
+        message_id = await self._transport.send(message)
+        return DeliveryReceipt(channel=self.name, message_id=message_id)
+
+    def build_alert(self, alert: DeadLetterAlert) -> EmailMessage:
+        """A plain notice: who was not reached and why; no link, no passcode."""
+        try:
+            recipient = Address(
+                display_name=single_line(alert.recipient.name), addr_spec=alert.recipient.email
+            )
+        except _BAD_ADDRESS as exc:
+            raise ChannelRejected(
+                f"delivery {alert.delivery_id}: the alert address is not one valid address"
+            ) from exc
+        subject = f"Could not deliver: {single_line(alert.topic)}"
+        values = {
+            "subject": subject,
+            "topic": alert.topic,
+            "start": alert.start,
+            "end": alert.end,
+            "timezone": alert.timezone,
+            "failed_name": single_line(alert.failed_recipient.name),
+            "failed_email": alert.failed_recipient.email,
+            "failed_channel": alert.failed_channel,
+            "attempts": alert.attempts,
+            "reason": alert.reason,
+            "meeting_id": alert.meeting_id,
+        }
+        message = EmailMessage(policy=policy.SMTP)
+        message["From"] = self._sender
+        message["To"] = recipient
+        message["Subject"] = subject
+        message["Date"] = format_datetime(self._clock().astimezone(UTC))
+        message["Message-ID"] = make_msgid(domain=self._sender.domain or None)
+        message[DELIVERY_ID_HEADER] = single_line(alert.delivery_id)
+        message["Auto-Submitted"] = "auto-generated"
+        text = self._templates.get_template("email/delivery_failed.txt").render(values)
+        html = self._templates.get_template("email/delivery_failed.html").render(values)
+        message.set_content(text, cte="quoted-printable")
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
         return message
 
     async def aclose(self) -> None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioner.db import Base, UTCDateTime, utcnow
@@ -46,3 +47,5 @@ class Delivery(Base):
     message_id: Mapped[str | None] = mapped_column(String(255), default=None)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # For alerts (role "alert"): who was not reached and why; never a link or passcode.
+    notice: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)

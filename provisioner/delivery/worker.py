@@ -26,6 +26,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from provisioner.audit.service import record_event
 from provisioner.crypto import FieldCipher
 from provisioner.db import Database, utcnow
+from provisioner.delivery.alerts import (
+    ALERT_ROLE,
+    AlertChannel,
+    DeadLetterAlert,
+    alert_for,
+    queue_dead_letter_alerts,
+)
 from provisioner.delivery.base import (
     Channel,
     ChannelError,
@@ -188,11 +195,23 @@ class DeliveryWorker:
             )
             return list(claimed.all())
 
-    async def _deliver(self, delivery: Delivery, context: DeliveryContext) -> DeliveryStatus:
+    async def _deliver(
+        self, delivery: Delivery, context: DeliveryContext | DeadLetterAlert
+    ) -> DeliveryStatus:
         log_ = log.bind(
             delivery_id=delivery.id, meeting_id=delivery.meeting_id, worker_id=self.worker_id
         )
-        receipt, error, fell_back = await self._send(delivery.channel, context)
+        receipt: DeliveryReceipt | None
+        error: ChannelError | None
+        if isinstance(context, DeadLetterAlert):
+            outcome = await self._send_alert(context)
+            receipt, error, fell_back = (
+                (None, outcome, False)
+                if isinstance(outcome, ChannelError)
+                else (outcome, None, False)
+            )
+        else:
+            receipt, error, fell_back = await self._send(delivery.channel, context)
         async with self._db.session() as session:
             return await self._record(
                 session,
@@ -202,6 +221,17 @@ class DeliveryWorker:
                 log_,
                 fell_back=fell_back,
             )
+
+    async def _send_alert(self, alert: DeadLetterAlert) -> DeliveryReceipt | ChannelError:
+        email = self._channels.get("email")
+        if not isinstance(email, AlertChannel):
+            return ChannelRejected("no email channel is configured to carry alerts")
+        try:
+            return await email.send_alert(alert)
+        except ChannelError as exc:
+            return exc
+        except Exception as exc:  # an unexpected bug must not lose the alert
+            return ChannelRetriable(f"unexpected {type(exc).__name__}")
 
     async def _send(
         self, channel_name: str, context: DeliveryContext
@@ -232,7 +262,7 @@ class DeliveryWorker:
 
     async def _load_batch(
         self, session: AsyncSession, ids: list[str]
-    ) -> list[tuple[Delivery, DeliveryContext]]:
+    ) -> list[tuple[Delivery, DeliveryContext | DeadLetterAlert]]:
         """Everything the claimed deliveries need, in three queries rather than three each."""
         deliveries = (
             await session.scalars(
@@ -254,9 +284,12 @@ class DeliveryWorker:
             i.id: i
             for i in await session.scalars(select(Invitee).where(Invitee.id.in_(invitee_ids)))
         }
-        loaded = []
+        loaded: list[tuple[Delivery, DeliveryContext | DeadLetterAlert]] = []
         for delivery in sorted(deliveries, key=lambda d: ids.index(d.id)):
             meeting = meetings.get(delivery.meeting_id)
+            if meeting is not None and delivery.role == ALERT_ROLE:
+                loaded.append((delivery, alert_for(delivery, meeting)))
+                continue
             invitee = invitees.get(delivery.invitee_id) if delivery.invitee_id else None
             if meeting is None or (delivery.role != Role.HOST and invitee is None):
                 continue  # deleted under us; nothing to send
@@ -384,6 +417,13 @@ class DeliveryWorker:
             log_.error(
                 "delivery.dead_lettered", attempts=row.attempts, error_type=type(error).__name__
             )
+            meeting = await session.get(Meeting, row.meeting_id)
+            if meeting is not None:
+                alerts = await queue_dead_letter_alerts(
+                    session, row, meeting, it_emails=self._settings.alert_emails
+                )
+                if alerts:
+                    self.wake()
             return DeliveryStatus.DEAD
         retry_after = error.retry_after if isinstance(error, ChannelRetriable) else None
         delay = backoff_seconds(

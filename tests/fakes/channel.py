@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from provisioner.delivery.alerts import DeadLetterAlert
 from provisioner.delivery.base import (
     ChannelError,
     DeliveryContext,
@@ -17,6 +18,7 @@ class FakeChannel:
     sent: list[DeliveryContext] = field(default_factory=list)
     failures: list[ChannelError] = field(default_factory=list)
     attempts: int = 0
+    alerts: list[DeadLetterAlert] = field(default_factory=list)
 
     async def send(self, context: DeliveryContext) -> DeliveryReceipt:
         self.attempts += 1
@@ -24,6 +26,10 @@ class FakeChannel:
             raise self.failures.pop(0)
         self.sent.append(context)
         return DeliveryReceipt(channel=self.name, message_id=f"<fake-{len(self.sent)}@test>")
+
+    async def send_alert(self, alert: DeadLetterAlert) -> DeliveryReceipt:
+        self.alerts.append(alert)
+        return DeliveryReceipt(channel=self.name, message_id=f"<alert-{len(self.alerts)}@test>")
 
     async def aclose(self) -> None:
         return None

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
+from typing import Any
 
 import httpx
 from sqlalchemy import select
 
 from provisioner.audit.models import AuditEvent
-from provisioner.delivery.base import ChannelRejected, ChannelRetriable
+from provisioner.auth.local_issuer import LocalIssuer
+from provisioner.delivery.base import ChannelError, ChannelRejected, ChannelRetriable
 from provisioner.delivery.chat_config import ChatUserNotFound
 from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.delivery.worker import DeliveryWorker, backoff_seconds
 from provisioner.settings import Settings, WorkerSettings
 from provisioner.state import AppState
+from tests.conftest import make_settings
 from tests.factories import meeting_body
 from tests.fakes.channel import FakeChannel
 
@@ -32,8 +36,11 @@ def worker_with(
 
 
 async def statuses(state: AppState) -> list[str]:
+    """Statuses of the invitations (alerts about failures are counted apart)."""
     async with state.db.session() as session:
-        return sorted((await session.scalars(select(Delivery.status))).all())
+        return sorted(
+            (await session.scalars(select(Delivery.status).where(Delivery.role != "alert"))).all()
+        )
 
 
 class TestRetries:
@@ -74,6 +81,46 @@ class TestRetries:
                 )
             ).one()
         assert dead.last_error is not None and "550" in dead.last_error
+
+    async def test_a_dead_letter_alerts_the_host_and_it_privately(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        tmp_path: Path,
+        database_url: str,
+        issuer: LocalIssuer,
+        jitsi_config: dict[str, Any],
+    ) -> None:
+        settings = make_settings(
+            tmp_path,
+            database_url,
+            issuer,
+            jitsi_config,
+            worker={"embedded": False, "alert_emails": ["it@example.com"]},
+        )
+        await client.post(
+            "/api/v1/meetings",
+            json=meeting_body(invitees=[{"email": "ana@example.com", "name": "Ana"}]),
+            headers=host_headers,
+        )
+        # Both the host's copy and Ana's are refused: IT hears of both, the host of Ana's
+        # (an alert about the host's own copy would take the road that just failed).
+        rejected: list[ChannelError] = [ChannelRejected("550 no such user") for _ in range(2)]
+        channel = FakeChannel(failures=rejected)
+        await worker_with(state, channel, settings).drain()
+        told = sorted((a.recipient.email, a.failed_recipient.email) for a in channel.alerts)
+        assert told == [
+            ("dana@example.com", "ana@example.com"),
+            ("it@example.com", "ana@example.com"),
+            ("it@example.com", "dana@example.com"),
+        ]
+        assert {a.reason for a in channel.alerts} == {"ChannelRejected"}
+        async with state.db.session() as session:
+            alerts = (
+                await session.scalars(select(Delivery.status).where(Delivery.role == "alert"))
+            ).all()
+        assert sorted(alerts) == ["sent", "sent", "sent"]
 
     async def test_gives_up_after_max_attempts(
         self,
