@@ -172,7 +172,7 @@ class OidcSettings(Section):
     """
 
     issuer: str = ""
-    client_id: str = "provisioner"
+    client_id: str = "provisioner-web"
     client_secret: SecretStr | None = None
     scopes: tuple[str, ...] = ("openid", "email", "profile", "groups")
     redirect_base: str | None = Field(

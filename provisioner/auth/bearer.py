@@ -136,6 +136,10 @@ class BearerVerifier:
             raise AuthenticationFailed(
                 f"the bearer token was refused: {type(exc).__name__}"
             ) from None
+        if "nonce" in claims or str(header.get("typ", "")).lower() in ("id_token", "id+jwt"):
+            # An id_token proves a sign-in to the web client; it is not an access token for
+            # this API (it travels in logout URLs and browser history).
+            raise AuthenticationFailed("an ID token is not an access token")
         return self._principal(claims)
 
     def _principal(self, claims: Mapping[str, Any]) -> Principal:

@@ -24,7 +24,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioner.audit.service import record_event
-from provisioner.crypto import FieldCipher
+from provisioner.crypto import CipherError, FieldCipher
 from provisioner.db import Database, utcnow
 from provisioner.delivery.alerts import (
     ALERT_ROLE,
@@ -201,6 +201,9 @@ class DeliveryWorker:
         log_ = log.bind(
             delivery_id=delivery.id, meeting_id=delivery.meeting_id, worker_id=self.worker_id
         )
+        if not await self._still_ours(delivery):
+            log_.warning("delivery.claim_lost")
+            return DeliveryStatus.SENDING
         receipt: DeliveryReceipt | None
         error: ChannelError | None
         if isinstance(context, DeadLetterAlert):
@@ -287,16 +290,87 @@ class DeliveryWorker:
         loaded: list[tuple[Delivery, DeliveryContext | DeadLetterAlert]] = []
         for delivery in sorted(deliveries, key=lambda d: ids.index(d.id)):
             meeting = meetings.get(delivery.meeting_id)
+            invitee = invitees.get(delivery.invitee_id) if delivery.invitee_id else None
             if meeting is not None and delivery.role == ALERT_ROLE:
                 loaded.append((delivery, alert_for(delivery, meeting)))
                 continue
-            invitee = invitees.get(delivery.invitee_id) if delivery.invitee_id else None
             if meeting is None or (delivery.role != Role.HOST and invitee is None):
-                continue  # deleted under us; nothing to send
-            context = await self._context(session, delivery, meeting, invitee)
-            if context is not None:
-                loaded.append((delivery, context))
+                await self._retire(
+                    session,
+                    delivery,
+                    DeliveryStatus.SUPERSEDED,
+                    "the meeting or invitee no longer exists",
+                )
+                continue
+            if _outdated(delivery, meeting):
+                await self._retire(
+                    session,
+                    delivery,
+                    DeliveryStatus.SUPERSEDED,
+                    f"meeting is {meeting.state} at sequence {meeting.sequence}",
+                )
+                continue
+            try:
+                context = await self._context(session, delivery, meeting, invitee)
+            except (CipherError, ValueError, KeyError) as exc:
+                # One unreadable row (a data key gone, a rekey that missed it) must not
+                # hold its whole batch hostage: it dies alone, and the host and IT hear.
+                await self._retire(
+                    session, delivery, DeliveryStatus.DEAD, f"unreadable row: {type(exc).__name__}"
+                )
+                await queue_dead_letter_alerts(
+                    session, delivery, meeting, it_emails=self._settings.alert_emails
+                )
+                continue
+            if context is None:
+                await self._retire(
+                    session,
+                    delivery,
+                    DeliveryStatus.DEAD,
+                    "no join details were stored for this recipient",
+                )
+                continue
+            loaded.append((delivery, context))
         return loaded
+
+    async def _retire(
+        self, session: AsyncSession, delivery: Delivery, status: DeliveryStatus, reason: str
+    ) -> None:
+        """End a delivery that cannot or must not be sent, so it is never claimed again."""
+        delivery.status = status
+        delivery.lease_until = None
+        delivery.last_error = reason[:500]
+        await record_event(
+            session,
+            actor="system",
+            action="delivery.dead_lettered"
+            if status == DeliveryStatus.DEAD
+            else "delivery.superseded",
+            target_type="delivery",
+            target_id=delivery.id,
+            details={"meeting_id": delivery.meeting_id, "reason": reason},
+        )
+        log.warning("delivery.retired", delivery_id=delivery.id, status=str(status), reason=reason)
+
+    async def _still_ours(self, delivery: Delivery) -> bool:
+        """Renew the lease right before sending; False if another worker took the row.
+
+        The lease was set for the whole batch; a slow relay could let it lapse for the
+        rows at the end. Renewing per row (conditionally) means a row whose lease lapsed
+        and was re-claimed elsewhere is not sent twice.
+        """
+        now = utcnow()
+        async with self._db.session() as session:
+            renewed = await session.execute(
+                update(Delivery)
+                .where(
+                    Delivery.id == delivery.id,
+                    Delivery.claimed_by == self.worker_id,
+                    Delivery.status == DeliveryStatus.SENDING,
+                )
+                .values(lease_until=now + timedelta(seconds=self._settings.lease_seconds))
+            )
+        return bool(getattr(renewed, "rowcount", 0))
 
     async def _context(
         self,
@@ -457,7 +531,13 @@ class DeliveryWorker:
         unsent = await session.scalar(
             select(func.count())
             .select_from(Delivery)
-            .where(Delivery.meeting_id == meeting_id, Delivery.status != DeliveryStatus.SENT)
+            .where(
+                Delivery.meeting_id == meeting_id,
+                Delivery.role != ALERT_ROLE,
+                Delivery.status.in_(
+                    (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEAD)
+                ),
+            )
         )
         meeting = await session.get(Meeting, meeting_id)
         if (
@@ -474,6 +554,18 @@ class DeliveryWorker:
                 target_id=meeting_id,
                 details={},
             )
+
+
+def _outdated(delivery: Delivery, meeting: Meeting) -> bool:
+    """An invitation older than the meeting's latest change, or for a meeting that is over,
+    must not go out: a cancelled meeting's link would reach people after its CANCEL."""
+    if delivery.sequence < meeting.sequence:
+        return True
+    return delivery.method == Method.REQUEST and meeting.state in (
+        MeetingState.CANCELLED,
+        MeetingState.FAILED,
+        MeetingState.ENDED,
+    )
 
 
 async def _first_of(*events: asyncio.Event) -> None:

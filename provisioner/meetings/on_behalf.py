@@ -77,6 +77,8 @@ async def provision_for(
         fingerprint=fingerprint,
         # Keys belong to the caller: two integrations may pick the same key for one host.
         idempotency_scope=caller.subject,
+        # The host's link is the host's (for Jitsi, a moderator link): not the calendar's.
+        reveal_host_join=False,
     )
     if not result.replayed and result.meeting_id is not None:
         async with deps.db.session() as session:

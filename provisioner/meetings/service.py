@@ -46,6 +46,7 @@ from provisioner.meetings.enforcement import confirmed_enforcement, plan_enforce
 from provisioner.meetings.errors import (
     ControlNotEnforceable,
     InvalidRequest,
+    MeetingNotChangeable,
     MeetingNotFound,
     VerificationFailed,
 )
@@ -146,6 +147,7 @@ async def provision_meeting(
     idempotency_key: str | None,
     fingerprint: str,
     idempotency_scope: str | None = None,
+    reveal_host_join: bool = True,
 ) -> Provisioned:
     """Create one unique meeting under the requester's effective policy and queue delivery.
 
@@ -153,6 +155,8 @@ async def provision_meeting(
         The 201 response body (or the replay of the first response for a repeated key).
         Keys are scoped to `idempotency_scope` (the caller; defaults to the requester, who
         differs from the caller when an integration acts on someone's behalf).
+        `reveal_host_join=False` leaves the host's link and passcode out of the response and
+        its stored replay: a calendar integration is neither host nor invitee.
 
     Raises:
         InvalidRequest: the request breaks a rule the schema could not check.
@@ -269,6 +273,7 @@ async def provision_meeting(
             deps,
             spec=spec,
             channel_of={invitee.email: invitee.channel for invitee in request.invitees},
+            reveal_host_join=reveal_host_join,
             created=created,
             enforced=enforced,
             not_enforced=not_enforced,
@@ -306,12 +311,17 @@ async def _store_verified(
     not_enforced: frozenset[Control],
     requester: Principal,
     claim: Claimed | None,
+    reveal_host_join: bool,
 ) -> dict[str, Any]:
     cipher = deps.cipher
     async with deps.db.session() as session:
         meeting = await session.get(Meeting, spec.meeting_id, with_for_update=True)
         if meeting is None:
             raise MeetingNotFound(spec.meeting_id)
+        if meeting.state != MeetingState.PROVISIONING:
+            # Reconciliation gave up on this attempt (and freed its key) while we were at
+            # the provider: storing it now could leave two live meetings for one request.
+            raise MeetingNotChangeable(meeting.id, state=meeting.state)
         meeting.provider_meeting_id = created.provider_meeting_id
         meeting.reference = dict(created.reference)
         meeting.enforced = sorted(enforced)
@@ -370,7 +380,7 @@ async def _store_verified(
         body = meeting_read(
             meeting,
             cipher=cipher,
-            include_host_join=True,
+            include_host_join=reveal_host_join,
             delivery_status={d.invitee_id: d.status for d in deliveries if d.invitee_id},
         )
         if claim is not None:

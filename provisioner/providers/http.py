@@ -256,7 +256,7 @@ class ProviderHttp:
                 response = await self.client.request(
                     method, url, json=json, params=params, headers=headers
                 )
-            except (httpx.TimeoutException, httpx.NetworkError) as exc:
+            except httpx.TransportError as exc:  # timeouts, refused, reset, protocol errors
                 error: ProviderError = ProviderRetriable(
                     f"{self.provider} {method} {_path(url)}: {type(exc).__name__}",
                     provider=self.provider,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import httpx
 import structlog
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from joserfc.errors import JoseError
 
 from provisioner.auth.deps import StateDep
 from provisioner.auth.session import end_session, start_session
@@ -84,6 +86,13 @@ async def callback(request: Request, state: StateDep) -> Response:
     except OAuthError as exc:
         log.info("auth.sign_in_refused", error=exc.error)
         return page(request, "sign_in_failed.html", reason=exc.error, status_code=403)
+    except JoseError as exc:  # the id_token failed validation (nonce, aud, iss, signature)
+        log.info("auth.sign_in_refused", error=type(exc).__name__)
+        return page(request, "sign_in_failed.html", reason="invalid_id_token", status_code=403)
+    except httpx.HTTPError as exc:  # the identity provider is unreachable
+        log.warning("auth.provider_unavailable", error=type(exc).__name__)
+        return page(request, "sign_in_failed.html", reason="provider_unavailable",
+                    status_code=503)
     claims = token.get("userinfo") or {}
     if not claims.get("sub") or not claims.get("email"):
         return page(request, "sign_in_failed.html", reason="missing_claims", status_code=403)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from datetime import timedelta
 from typing import Annotated
@@ -103,7 +104,7 @@ async def request_meeting(request: Request, state: StateDep, user: WebUser) -> R
             request=body,
             caller=user,
             provider=provider,
-            idempotency_key=form.get("idempotency_key") or None,
+            idempotency_key=_idempotency_key(form.get("idempotency_key")),
             fingerprint=request_fingerprint(body.model_dump(mode="json")),
         )
     except (AuthenticationFailed, PermissionDenied):
@@ -175,3 +176,12 @@ async def admin_audit(
         action=action or "",
         target_id=target_id or "",
     )
+
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+
+
+def _idempotency_key(value: object) -> str | None:
+    """The form's hidden key, if it is one the API would accept (a tampered one is dropped:
+    the request then simply is not deduplicated, which is safe)."""
+    return value if isinstance(value, str) and _KEY.match(value) else None

@@ -273,7 +273,9 @@ class WebexClient:
         if host_email:
             params.update(self.host_params(host_email))
         for item in await self._pages("/meetings", params):
-            if tag in (item.get("integrationTags") or [tag]):
+            # The tag must be on the item itself: a listing that ignored the filter must
+            # never make us adopt someone else's meeting (and deliver its link).
+            if tag in (item.get("integrationTags") or []):
                 return await self.get_meeting(str(item["id"]), host_email=host_email)
         return None
 

@@ -86,3 +86,14 @@ class TestBearerTokens:
     ) -> None:
         token = issuer.token(subject="svc", email="", name="svc")
         assert (await client.get("/api/v1/meetings", headers=bearer(token))).status_code == 401
+
+
+class TestIdTokensAreNotAccessTokens:
+    async def test_a_token_with_a_nonce_is_refused(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
+        token = issuer.token(
+            subject="a", email="a@example.com", name="A", groups=["employees"], nonce="n-1"
+        )
+        response = await client.get("/api/v1/meetings", headers=bearer(token))
+        assert response.status_code == 401

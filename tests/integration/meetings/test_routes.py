@@ -344,4 +344,5 @@ class TestOnBehalfIdempotency:
         assert first.status_code == replay.status_code == other.status_code == 201
         assert replay.json()["id"] == first.json()["id"]
         assert other.json()["id"] != first.json()["id"]
+        assert first.json()["host_join"] is None and replay.json()["host_join"] is None
         assert await count(state, Meeting) == 2
