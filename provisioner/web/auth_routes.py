@@ -91,8 +91,7 @@ async def callback(request: Request, state: StateDep) -> Response:
         return page(request, "sign_in_failed.html", reason="invalid_id_token", status_code=403)
     except httpx.HTTPError as exc:  # the identity provider is unreachable
         log.warning("auth.provider_unavailable", error=type(exc).__name__)
-        return page(request, "sign_in_failed.html", reason="provider_unavailable",
-                    status_code=503)
+        return page(request, "sign_in_failed.html", reason="provider_unavailable", status_code=503)
     claims = token.get("userinfo") or {}
     if not claims.get("sub") or not claims.get("email"):
         return page(request, "sign_in_failed.html", reason="missing_claims", status_code=403)
