@@ -123,7 +123,9 @@ def create_app(
         owned = state is None
         app_state = state or build_state(settings)
         app.state.provisioner = app_state
-        await reconcile_stale(app_state.db, settings=settings.idempotency)
+        await reconcile_stale(
+            app_state.db, settings=settings.idempotency, providers=app_state.providers
+        )
         stop = asyncio.Event()
         worker_task = asyncio.create_task(app_state.worker.run(stop)) if embedded_worker else None
         secrets_task = None

@@ -204,3 +204,24 @@ class MeetingProvider(Protocol):
     async def aclose(self) -> None:
         """Release network clients; called once at shutdown."""
         ...
+
+
+@runtime_checkable
+class FindsOrphans(Protocol):
+    """A provider that can find a meeting a create left behind, by our meeting id.
+
+    Used after a crash between the provider call and our commit: the meeting exists at the
+    provider but not in our database. Providers whose creates are idempotent by our id
+    (Teams createOrGet, Google's derived event id) adopt on retry instead; Jitsi keeps no
+    server-side state.
+    """
+
+    async def find_created(
+        self, meeting_id: str, *, host_email: str, start: datetime, end: datetime
+    ) -> MeetingRef | None:
+        """The provider's meeting for our `meeting_id`, or None.
+
+        Raises:
+            ProviderRetriable: the lookup failed transiently.
+        """
+        ...

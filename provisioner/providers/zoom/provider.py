@@ -41,6 +41,7 @@ import asyncio
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import ClassVar
 
 import httpx
@@ -294,9 +295,17 @@ class ZoomProvider:
             for p in people
         ]
 
-    async def find_created(self, meeting_id: str, *, host_email: str) -> MeetingRef | None:
+    async def find_created(
+        self,
+        meeting_id: str,
+        *,
+        host_email: str,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> MeetingRef | None:
         """The Zoom meeting a create for our `meeting_id` left behind, if any (for
-        reconciling a crash between create and commit)."""
+        reconciling a crash between create and commit). The marker is searched among the
+        host's meetings, so the times are not needed."""
         found = await self.client.find_meeting(host_email, marker(meeting_id))
         if found is None:
             return None

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from provisioner.audit.models import AuditEvent
 from provisioner.db import utcnow
 from provisioner.idempotency.models import IdempotencyKey, KeyState
 from provisioner.meetings.models import Meeting, MeetingState
@@ -59,3 +60,54 @@ class TestReconcileStale:
             keys = (await session.scalars(select(IdempotencyKey.key))).all()
         assert states == {"stale": "failed", "fresh": "provisioning"}
         assert keys == ["fresh"]
+
+
+class TestOrphanAfterCrash:
+    async def test_meeting_created_at_zoom_but_never_committed_is_deleted(
+        self, state: AppState
+    ) -> None:
+        from tests.contract.providers.zoom.test_simulator import Harness, make_spec
+        from tests.simulators.zoom import ZoomSimulator
+
+        sim = ZoomSimulator()
+        provider = Harness(sim).provider
+        spec = make_spec()
+        await provider.create(spec, idempotency_key="k")  # the process dies right after this
+        assert len(sim.meetings) == 1
+        long_ago = utcnow() - timedelta(hours=1)
+        async with state.db.session() as session:
+            session.add(
+                Meeting(
+                    id=spec.meeting_id,
+                    host_subject="hanna",
+                    host_email=spec.host.email,
+                    host_name=spec.host.name,
+                    topic=spec.topic,
+                    provider="zoom",
+                    state=MeetingState.PROVISIONING,
+                    starts_at=spec.start,
+                    ends_at=spec.end,
+                    timezone=spec.timezone,
+                    settings={},
+                    ics_uid="u",
+                    created_at=long_ago,
+                    updated_at=long_ago,
+                )
+            )
+        try:
+            settled = await reconcile_stale(
+                state.db,
+                settings=IdempotencySettings(stale_after_seconds=60),
+                providers={"zoom": provider},
+            )
+        finally:
+            await provider.aclose()
+        assert settled == 1
+        assert sim.meetings == {}
+        async with state.db.session() as session:
+            event = (
+                await session.scalars(
+                    select(AuditEvent).where(AuditEvent.action == "meeting.reconciled")
+                )
+            ).one()
+        assert event.details["orphan"] == "deleted"
