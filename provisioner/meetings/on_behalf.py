@@ -8,7 +8,6 @@ tell a meeting someone asked for from one a calendar system made for them.
 
 from __future__ import annotations
 
-from provisioner.audit.service import record_event
 from provisioner.auth.errors import PermissionDenied
 from provisioner.auth.principal import Principal
 from provisioner.errors import FieldError
@@ -79,15 +78,6 @@ async def provision_for(
         idempotency_scope=caller.subject,
         # The host's link is the host's (for Jitsi, a moderator link): not the calendar's.
         reveal_host_join=False,
+        acting_for_host=caller,
     )
-    if not result.replayed and result.meeting_id is not None:
-        async with deps.db.session() as session:
-            await record_event(
-                session,
-                actor=caller.subject,
-                action="meeting.requested_on_behalf",
-                target_type="meeting",
-                target_id=result.meeting_id,
-                details={"client_id": caller.client_id, "host": host.subject},
-            )
     return result

@@ -148,6 +148,7 @@ async def provision_meeting(
     fingerprint: str,
     idempotency_scope: str | None = None,
     reveal_host_join: bool = True,
+    acting_for_host: Principal | None = None,
 ) -> Provisioned:
     """Create one unique meeting under the requester's effective policy and queue delivery.
 
@@ -157,6 +158,8 @@ async def provision_meeting(
         differs from the caller when an integration acts on someone's behalf).
         `reveal_host_join=False` leaves the host's link and passcode out of the response and
         its stored replay: a calendar integration is neither host nor invitee.
+        `acting_for_host` is the integration that asked on the host's behalf; it is audited
+        in the same transaction as the meeting row, so the record cannot go missing.
 
     Raises:
         InvalidRequest: the request breaks a rule the schema could not check.
@@ -261,6 +264,15 @@ async def provision_meeting(
                 "idempotency": claim is not None,
             },
         )
+        if acting_for_host is not None:
+            await record_event(
+                session,
+                actor=acting_for_host.subject,
+                action="meeting.requested_on_behalf",
+                target_type="meeting",
+                target_id=meeting_id,
+                details={"client_id": acting_for_host.client_id, "host": requester.subject},
+            )
 
     created: ProvisionedMeeting | None = None
     try:
