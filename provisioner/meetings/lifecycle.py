@@ -21,7 +21,12 @@ from provisioner.delivery.base import Method
 from provisioner.errors import FieldError
 from provisioner.meetings.codec import settings_from_json
 from provisioner.meetings.enforcement import confirmed_enforcement, restrictive_controls
-from provisioner.meetings.errors import InvalidRequest, MeetingNotChangeable
+from provisioner.meetings.errors import (
+    ControlNotEnforceable,
+    InvalidRequest,
+    MeetingNotChangeable,
+    VerificationFailed,
+)
 from provisioner.meetings.joins import seal_join
 from provisioner.meetings.models import Meeting, MeetingState
 from provisioner.meetings.outbox import queue_deliveries
@@ -132,13 +137,22 @@ async def reschedule_meeting(
 
     updated = await provider.update(spec, ref)
     observed = await provider.verify(spec, updated)
-    enforced, not_enforced = confirmed_enforcement(
-        restrictive_controls(settings),
-        updated,
-        observed,
-        meeting_id=meeting_id,
-        must_enforce=effective_for_groups(deps.policy, host.groups).must_enforce,
-    )
+    try:
+        enforced, not_enforced = confirmed_enforcement(
+            restrictive_controls(settings),
+            updated,
+            observed,
+            meeting_id=meeting_id,
+            must_enforce=effective_for_groups(deps.policy, host.groups).must_enforce,
+        )
+    except (VerificationFailed, ControlNotEnforceable) as failure:
+        # The provider has already applied the change and now holds a meeting weaker than
+        # the policy. It must not stay live with links in people's calendars: cancel it
+        # (deleted at the provider, CANCEL to everyone), then report why.
+        await cancel_meeting(
+            deps, meeting_id=meeting_id, host=host, provider=provider, reason=failure.code
+        )
+        raise
     async with deps.db.session() as session:
         meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
         _check_changeable(meeting)  # it may have been cancelled while we were away
@@ -179,9 +193,16 @@ async def reschedule_meeting(
 
 
 async def cancel_meeting(
-    deps: Provisioning, *, meeting_id: str, host: Principal, provider: MeetingProvider
+    deps: Provisioning,
+    *,
+    meeting_id: str,
+    host: Principal,
+    provider: MeetingProvider,
+    reason: str = "requested",
 ) -> dict[str, Any]:
     """Delete the meeting at the provider and send everyone a cancellation.
+
+    `reason` is audited: "requested" by the host, or why provisioner cancelled it.
 
     Raises:
         MeetingNotFound, MeetingNotChangeable, ProviderError.
@@ -212,9 +233,10 @@ async def cancel_meeting(
                 "provider": meeting.provider,
                 "sequence": meeting.sequence,
                 "deliveries": len(deliveries),
+                "reason": reason,
             },
         )
-    log.info("meeting.cancelled", meeting_id=meeting_id)
+    log.info("meeting.cancelled", meeting_id=meeting_id, reason=reason)
     return await _body(deps, meeting_id, host)
 
 

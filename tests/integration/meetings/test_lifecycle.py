@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from provisioner.audit.models import AuditEvent
 from provisioner.delivery.models import Delivery
+from provisioner.policy.model import Control
 from provisioner.settings import Settings
 from provisioner.state import AppState
 from tests.factories import meeting_body
@@ -151,3 +152,28 @@ class TestEnd:
         response = await client.post(f"/api/v1/meetings/{created['id']}/end", headers=host_headers)
         assert response.status_code == 422
         assert response.json()["type"].endswith("/provider-feature-unsupported")
+
+
+class TestRescheduleThatWeakensTheMeeting:
+    async def test_is_cancelled_everywhere_and_reported(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
+        fake = FakeProvider()
+        state.providers = {"fake": fake}
+        created = await create(client, host_headers, provider="fake")
+        fake.mismatch = {Control.WAITING_ROOM: "waiting room switched off"}
+        response = await client.patch(
+            f"/api/v1/meetings/{created['id']}", headers=host_headers, json={"topic": "Moved"}
+        )
+        assert response.status_code == 502
+        assert response.json()["type"].endswith("/verification-failed")
+        assert fake.deleted == fake.created
+        detail = await client.get(f"/api/v1/meetings/{created['id']}", headers=host_headers)
+        assert detail.json()["state"] == "cancelled"
+        channel = FakeChannel()
+        await worker_with(state, channel, settings).drain()
+        assert sorted(c.method for c in channel.sent) == ["CANCEL"] * 4
