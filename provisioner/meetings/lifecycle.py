@@ -9,10 +9,13 @@ a cancellation) together. A provider without the feature is never called; the ca
 
 from __future__ import annotations
 
+import uuid
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioner.audit.service import record_event
 from provisioner.auth.principal import Principal
@@ -28,7 +31,7 @@ from provisioner.meetings.errors import (
     VerificationFailed,
 )
 from provisioner.meetings.joins import seal_join
-from provisioner.meetings.models import Meeting, MeetingState
+from provisioner.meetings.models import Invitee, Meeting, MeetingState
 from provisioner.meetings.outbox import queue_deliveries
 from provisioner.meetings.read import meeting_read
 from provisioner.meetings.schemas import MeetingUpdate
@@ -38,6 +41,7 @@ from provisioner.meetings.service import (
     delivery_status_by_invitee,
     get_meeting_for_host,
 )
+from provisioner.policy.model import MeetingSettings
 from provisioner.policy.resolve import effective_for_groups
 from provisioner.providers.base import (
     Feature,
@@ -45,6 +49,7 @@ from provisioner.providers.base import (
     MeetingRef,
     MeetingSpec,
     Person,
+    RevokesPersonalLinks,
 )
 from provisioner.providers.errors import ProviderNotFound, ProviderUnsupported
 
@@ -116,11 +121,18 @@ async def reschedule_meeting(
             duration=timedelta(minutes=minutes),
             timezone=timezone,
             host=Person(email=meeting.host_email, name=meeting.host_name),
-            invitees=tuple(Person(email=i.email, name=i.name) for i in meeting.invitees),
+            invitees=tuple(Person(email=i.email, name=i.name) for i in meeting.current_invitees),
             settings=settings,
         )
         ref = _ref(meeting)
+        current = {i.email for i in meeting.current_invitees}
     errors: list[FieldError] = []
+    if change.invitees is not None:
+        people, channels = _new_invite_list(
+            change, host=spec.host, settings=settings, channels=deps.channels, errors=errors
+        )
+        spec = replace(spec, invitees=tuple(people))
+    removed = sorted(current - {p.email for p in spec.invitees})
     if start < utcnow() - START_SKEW:
         errors.append(FieldError("start", "must not be in the past"))
     if minutes > settings.max_duration_minutes:
@@ -136,6 +148,7 @@ async def reschedule_meeting(
         )
 
     updated = await provider.update(spec, ref)
+    revoked = await _revoke(provider, ref, removed)
     observed = await provider.verify(spec, updated)
     try:
         enforced, not_enforced = confirmed_enforcement(
@@ -164,14 +177,21 @@ async def reschedule_meeting(
         meeting.host_join_secret = seal_join(
             deps.cipher, updated.host, table="meetings", row_id=meeting.id
         )
-        for invitee in meeting.invitees:
+        if change.invitees is not None:
+            await _apply_invite_list(session, meeting, spec, channels, removed)
+        for invitee in meeting.current_invitees:
             invitee.join_secret = seal_join(
                 deps.cipher, updated.join_for(invitee.email), table="invitees", row_id=invitee.id
             )
+            invitee.personal_link = invitee.email in updated.personal
         meeting.sequence += 1
         meeting.state = MeetingState.VERIFIED
         deliveries = await queue_deliveries(
-            session, meeting, meeting.invitees, method=Method.REQUEST
+            session, meeting, meeting.current_invitees, method=Method.REQUEST
+        )
+        taken_off = [i for i in meeting.invitees if i.email in removed]
+        deliveries += await queue_deliveries(
+            session, meeting, taken_off, method=Method.CANCEL, include_host=False
         )
         await record_event(
             session,
@@ -185,6 +205,8 @@ async def reschedule_meeting(
                 "end": spec.end.isoformat(),
                 "sequence": meeting.sequence,
                 "deliveries": len(deliveries),
+                "invitees_removed": len(removed),
+                "links_revoked": revoked,
             },
         )
         sequence = meeting.sequence
@@ -221,7 +243,7 @@ async def cancel_meeting(
         meeting.sequence += 1
         meeting.state = MeetingState.CANCELLED
         deliveries = await queue_deliveries(
-            session, meeting, meeting.invitees, method=Method.CANCEL
+            session, meeting, meeting.current_invitees, method=Method.CANCEL
         )
         await record_event(
             session,
@@ -267,3 +289,72 @@ async def end_meeting(
         )
     log.info("meeting.ended", meeting_id=meeting_id)
     return await _body(deps, meeting_id, host)
+
+
+def _new_invite_list(
+    change: MeetingUpdate,
+    *,
+    host: Person,
+    settings: MeetingSettings,
+    channels: frozenset[str],
+    errors: list[FieldError],
+) -> tuple[list[Person], dict[str, str]]:
+    """The new list without the host, checked as a create would check it (the meeting's
+    invitee domains, duplicates, configured channels); problems go into `errors`."""
+    assert change.invitees is not None  # noqa: S101 (checked by the caller)
+    people: list[Person] = []
+    channel_of: dict[str, str] = {}
+    for index, invitee in enumerate(change.invitees):
+        field = f"invitees[{index}]"
+        domain = invitee.email.rsplit("@", 1)[-1]
+        if invitee.email in channel_of:
+            errors.append(FieldError(f"{field}.email", "is listed twice"))
+        elif settings.invitee_domains is not None and domain not in settings.invitee_domains:
+            errors.append(FieldError(f"{field}.email", f"{domain} is not an allowed domain"))
+        elif invitee.channel not in channels:
+            errors.append(FieldError(f"{field}.channel", "is not a configured channel"))
+        elif invitee.email != host.email:
+            people.append(Person(email=invitee.email, name=invitee.name))
+        channel_of[invitee.email] = invitee.channel
+    if not people and not errors:
+        errors.append(FieldError("invitees", "must name someone other than the host"))
+    return people, channel_of
+
+
+async def _revoke(provider: MeetingProvider, ref: MeetingRef, removed: list[str]) -> str:
+    """'yes', 'none removed', or why the removed people's links still work."""
+    if not removed:
+        return "none removed"
+    if not isinstance(provider, RevokesPersonalLinks):
+        return f"not possible on {provider.name}"
+    await provider.revoke_invitees(ref, removed)
+    return "yes"
+
+
+async def _apply_invite_list(
+    session: AsyncSession,
+    meeting: Meeting,
+    spec: MeetingSpec,
+    channels: dict[str, str],
+    removed: list[str],
+) -> None:
+    """Mark removed people, add new ones, keep everyone else's row (and history)."""
+    now = utcnow()
+    by_email = {i.email: i for i in meeting.invitees}
+    for email in removed:
+        by_email[email].removed_at = now
+    for position, person in enumerate(spec.invitees):
+        row = by_email.get(person.email)
+        if row is None:
+            row = Invitee(
+                id=str(uuid.uuid4()),
+                meeting_id=meeting.id,
+                email=person.email,
+                position=position,
+                name=person.name,
+                join_secret=None,
+            )
+            meeting.invitees.append(row)
+        row.removed_at, row.position, row.name = None, position, person.name
+        row.channel = channels.get(person.email, row.channel or "email")
+    await session.flush()

@@ -57,6 +57,11 @@ class Meeting(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 
+    @property
+    def current_invitees(self) -> list[Invitee]:
+        """The people invited now (removed ones stay in `invitees` for the record)."""
+        return [invitee for invitee in self.invitees if invitee.removed_at is None]
+
     invitees: Mapped[list[Invitee]] = relationship(
         back_populates="meeting", order_by="Invitee.position", cascade="all, delete-orphan"
     )
@@ -73,6 +78,12 @@ class Invitee(Base):
     name: Mapped[str] = mapped_column(String(200))
     personal_link: Mapped[bool] = mapped_column(default=False)
     channel: Mapped[str] = mapped_column(String(40), default="email", server_default="email")
+    # Set when the host takes this person off the meeting; the row stays for the record.
+    removed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
     join_secret: Mapped[str | None] = mapped_column(Text, default=None)
 
     meeting: Mapped[Meeting] = relationship(back_populates="invitees")
+
+    @property
+    def active(self) -> bool:
+        return self.removed_at is None

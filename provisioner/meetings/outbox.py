@@ -26,30 +26,35 @@ async def queue_deliveries(
     *,
     method: Method,
     host_channel: str = "email",
+    include_host: bool = True,
 ) -> list[Delivery]:
-    """One delivery to the host and one to each invitee, at `meeting.sequence`."""
+    """One delivery to the host (unless `include_host` is false) and one to each invitee,
+    at `meeting.sequence`. Alerts already queued are never superseded."""
     await session.execute(
         update(Delivery)
         .where(
             Delivery.meeting_id == meeting.id,
             Delivery.status == DeliveryStatus.PENDING,
             Delivery.sequence < meeting.sequence,
+            Delivery.role != "alert",
         )
         .values(status=DeliveryStatus.SUPERSEDED)
     )
-    deliveries = [
-        Delivery(
-            id=str(uuid.uuid4()),
-            meeting_id=meeting.id,
-            invitee_id=None,
-            role=Role.HOST,
-            channel=host_channel,
-            recipient_email=meeting.host_email,
-            recipient_name=meeting.host_name,
-            method=method,
-            sequence=meeting.sequence,
+    deliveries: list[Delivery] = []
+    if include_host:
+        deliveries.append(
+            Delivery(
+                id=str(uuid.uuid4()),
+                meeting_id=meeting.id,
+                invitee_id=None,
+                role=Role.HOST,
+                channel=host_channel,
+                recipient_email=meeting.host_email,
+                recipient_name=meeting.host_name,
+                method=method,
+                sequence=meeting.sequence,
+            )
         )
-    ]
     deliveries += [
         Delivery(
             id=str(uuid.uuid4()),

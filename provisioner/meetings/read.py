@@ -42,7 +42,7 @@ def meeting_read(
                 personal_link=i.personal_link,
                 delivery_status=delivery_status.get(i.id),
             )
-            for i in meeting.invitees
+            for i in meeting.current_invitees
         ],
         host_join=host_join,
         created_at=meeting.created_at,

@@ -127,6 +127,14 @@ class MeetingUpdate(BaseModel):
     start: datetime | None = None
     duration_minutes: int | None = Field(default=None, ge=1, le=1440)
     timezone: str | None = Field(default=None, min_length=1, max_length=64)
+    invitees: list[InviteeIn] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_INVITEES,
+        description="The complete new invite list. People added get an invitation; people "
+        "left out get a cancellation and, where the provider allows (Zoom registrants), "
+        "their personal link is revoked.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -138,7 +146,9 @@ class MeetingUpdate(BaseModel):
     @model_validator(mode="after")
     def _something_changes(self) -> MeetingUpdate:
         if not self.model_fields_set:
-            raise ValueError("name at least one of topic, start, duration_minutes, timezone")
+            raise ValueError(
+                "name at least one of topic, start, duration_minutes, timezone, invitees"
+            )
         return self
 
     def aware_start(self, timezone: str) -> datetime | None:

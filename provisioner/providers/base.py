@@ -225,3 +225,21 @@ class FindsOrphans(Protocol):
             ProviderRetriable: the lookup failed transiently.
         """
         ...
+
+
+@runtime_checkable
+class RevokesPersonalLinks(Protocol):
+    """A provider whose personal links can be withdrawn (Zoom registrants).
+
+    Used when the host takes someone off a meeting: their link must stop working, not
+    merely stop being mentioned. Providers without this keep the link valid (Jitsi tokens
+    until they expire; shared links for everyone), and the service says so.
+    """
+
+    async def revoke_invitees(self, meeting: MeetingRef, emails: Sequence[str]) -> None:
+        """Withdraw the personal links of `emails`.
+
+        Raises:
+            ProviderRetriable, ProviderRejected.
+        """
+        ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from provisioner.policy.model import Control
@@ -27,6 +28,7 @@ class FakeProvider:
     features: frozenset[Feature] = frozenset(Feature)
     participants: list[Participant] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
+    revoked: list[str] = field(default_factory=list)
     create_failures: list[ProviderError] = field(default_factory=list)
     mismatch: dict[Control, str] = field(default_factory=dict)
     unconfirmed: frozenset[Control] = frozenset()  # read back as neither right nor wrong
@@ -74,6 +76,9 @@ class FakeProvider:
 
     async def delete(self, meeting: MeetingRef) -> None:
         self.deleted.append(meeting.provider_meeting_id)
+
+    async def revoke_invitees(self, meeting: MeetingRef, emails: Sequence[str]) -> None:
+        self.revoked.extend(emails)
 
     async def end(self, meeting: MeetingRef) -> None:
         self.ended.append(meeting.provider_meeting_id)

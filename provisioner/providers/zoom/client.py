@@ -285,6 +285,22 @@ class ZoomClient:
             f"/meetings/{meeting_id}/registrants", {"status": "approved"}, "registrants"
         )
 
+    async def cancel_registrants(self, meeting_id: int, emails: list[str]) -> None:
+        """PUT /meetings/{id}/registrants/status `cancel`: their join_urls stop working.
+
+        Idempotent (cancelling twice leaves them cancelled), so it is retried normally;
+        Zoom takes at most 30 registrants per call.
+        """
+        for start in range(0, len(emails), 30):
+            chunk = emails[start : start + 30]
+            await self.http.request(
+                "PUT",
+                f"/meetings/{meeting_id}/registrants/status",
+                json={"action": "cancel", "registrants": [{"email": e} for e in chunk]},
+                expect=(204,),
+                repeat_safe=True,
+            )
+
     async def add_registrant(self, meeting_id: int, body: JsonObject) -> JsonObject:
         """POST /meetings/{id}/registrants, at most once per email."""
         email = str(body["email"]).lower()

@@ -275,6 +275,13 @@ class ZoomProvider:
         in_meeting = await self._host_in_meeting(spec.host.email)
         return self._provisioned(spec, current, personal, in_meeting)
 
+    async def revoke_invitees(self, meeting: MeetingRef, emails: Sequence[str]) -> None:
+        """Cancel the registrations of people taken off the meeting: their links die."""
+        if emails:
+            await self.client.cancel_registrants(
+                int(meeting.provider_meeting_id), [e.strip().lower() for e in emails]
+            )
+
     async def delete(self, meeting: MeetingRef) -> None:
         await self.client.delete_meeting(int(meeting.provider_meeting_id))
 

@@ -177,3 +177,85 @@ class TestRescheduleThatWeakensTheMeeting:
         channel = FakeChannel()
         await worker_with(state, channel, settings).drain()
         assert sorted(c.method for c in channel.sent) == ["CANCEL"] * 4
+
+
+class TestChangingTheInviteList:
+    NEW_LIST = [
+        {"email": "ana@example.com", "name": "Ana Lima"},
+        {"email": "chen@partner.example.org", "name": "Chen Wei"},
+        {"email": "eve@example.com", "name": "Eve Adams"},
+    ]
+
+    async def test_added_are_invited_removed_get_a_cancel_and_their_link_is_revoked(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
+        fake = FakeProvider()
+        state.providers = {"fake": fake}
+        created = await create(client, host_headers, provider="fake")
+        channel = FakeChannel()
+        worker = worker_with(state, channel, settings)
+        await worker.drain()
+        response = await client.patch(
+            f"/api/v1/meetings/{created['id']}",
+            headers=host_headers,
+            json={"invitees": self.NEW_LIST},
+        )
+        assert response.status_code == 200, response.text
+        assert [i["email"] for i in response.json()["invitees"]] == [
+            "ana@example.com",
+            "chen@partner.example.org",
+            "eve@example.com",
+        ]
+        assert fake.revoked == ["ben@example.com"]
+        await worker.drain()
+        latest = {(c.recipient.email, c.method) for c in channel.sent if c.sequence == 1}
+        assert latest == {
+            ("dana@example.com", "REQUEST"),
+            ("ana@example.com", "REQUEST"),
+            ("chen@partner.example.org", "REQUEST"),
+            ("eve@example.com", "REQUEST"),
+            ("ben@example.com", "CANCEL"),
+        }
+        async with state.db.session() as session:
+            event = (
+                await session.scalars(
+                    select(AuditEvent).where(AuditEvent.action == "meeting.rescheduled")
+                )
+            ).one()
+        assert event.details["invitees_removed"] == 1
+        assert event.details["links_revoked"] == "yes"
+
+    async def test_jitsi_says_the_removed_link_cannot_be_revoked(
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+    ) -> None:
+        created = await create(client, host_headers)
+        response = await client.patch(
+            f"/api/v1/meetings/{created['id']}",
+            headers=host_headers,
+            json={"invitees": self.NEW_LIST},
+        )
+        assert response.status_code == 200, response.text
+        assert all(i["personal_link"] for i in response.json()["invitees"])
+        async with state.db.session() as session:
+            event = (
+                await session.scalars(
+                    select(AuditEvent).where(AuditEvent.action == "meeting.rescheduled")
+                )
+            ).one()
+        assert event.details["links_revoked"] == "not possible on jitsi"
+
+    async def test_a_disallowed_domain_is_refused_naming_the_invitee(
+        self, client: httpx.AsyncClient, host_headers: dict[str, str]
+    ) -> None:
+        created = await create(client, host_headers)
+        response = await client.patch(
+            f"/api/v1/meetings/{created['id']}",
+            headers=host_headers,
+            json={"invitees": [*self.NEW_LIST, {"email": "x@elsewhere.test", "name": "X"}]},
+        )
+        assert response.status_code == 422
+        assert [e["field"] for e in response.json()["errors"]] == ["invitees[3].email"]

@@ -150,3 +150,18 @@ async def test_verify_reschedule_end_participants_cancel_and_lookup_pass_prism(
     assert participants and participants[0].query["type"] == "live"
     lookups = recorder.find("GET", "/users/hanna@example.com/meetings")
     assert lookups and lookups[0].query == {"type": "scheduled", "page_size": "300"}
+
+
+async def test_revoking_removed_invitees_passes_prism(
+    zoom: tuple[ZoomProvider, RecordingTransport],
+) -> None:
+    provider, recorder = zoom
+    created = await provider.create(shipped_spec(), idempotency_key="key-3")
+    await provider.revoke_invitees(created.ref, ["Bob@Partner.example.org"])
+
+    assert recorder.problems() == []
+    [revoke] = recorder.find("PUT", "/meetings/", "/registrants/status")
+    assert revoke.body == {
+        "action": "cancel",
+        "registrants": [{"email": "bob@partner.example.org"}],
+    }
