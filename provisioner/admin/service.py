@@ -38,7 +38,7 @@ async def list_all_meetings(session: AsyncSession, *, limit: int = 100) -> list[
     """Newest meetings first, across every host."""
     count = (
         select(func.count(Invitee.id))
-        .where(Invitee.meeting_id == Meeting.id)
+        .where(Invitee.meeting_id == Meeting.id, Invitee.removed_at.is_(None))
         .correlate(Meeting)
         .scalar_subquery()
     )

@@ -515,7 +515,7 @@ async def list_meetings_for_host(
     """Newest first, keyset-paginated on (created_at, id) so deep pages stay fast."""
     invitee_count = (
         select(func.count(Invitee.id))
-        .where(Invitee.meeting_id == Meeting.id)
+        .where(Invitee.meeting_id == Meeting.id, Invitee.removed_at.is_(None))
         .correlate(Meeting)
         .scalar_subquery()
     )
