@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, MutableMapping
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 from fastapi import FastAPI
@@ -29,12 +30,17 @@ from provisioner.delivery.teams_chat import TeamsChatChannel
 from provisioner.delivery.worker import DeliveryWorker
 from provisioner.meetings import routes as meeting_routes
 from provisioner.meetings.reconcile import reconcile_stale
-from provisioner.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from provisioner.middleware import (
+    BodySizeLimitMiddleware,
+    RequestContextMiddleware,
+    SecurityHeadersMiddleware,
+)
 from provisioner.policy import routes as policy_routes
 from provisioner.policy.document import load_policy
 from provisioner.policy.errors import InvalidPolicy
 from provisioner.problems import PROBLEM_JSON, add_exception_handlers
 from provisioner.providers.registry import ProviderConfigError, build_providers
+from provisioner.ratelimit import RateLimiter
 from provisioner.secrets.runtime import load_secrets
 from provisioner.settings import Settings, SettingsError
 from provisioner.state import AppState
@@ -162,6 +168,16 @@ def create_app(
         app.state.provisioner = state
     add_exception_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
+    https = settings.api.public_url.startswith("https://")
+    issuer = urlsplit(settings.oidc.issuer)
+    app.add_middleware(
+        SecurityHeadersMiddleware,
+        hsts_seconds=settings.api.hsts_seconds if https else 0,
+        form_targets=(f"{issuer.scheme}://{issuer.netloc}",) if issuer.netloc else (),
+    )
+    app.state.write_limiter = RateLimiter(
+        per_minute=settings.api.write_rate_per_minute, burst=settings.api.write_burst
+    )
     app.add_middleware(RequestContextMiddleware)
     app.include_router(health.router)
     app.include_router(meeting_routes.router)

@@ -7,6 +7,7 @@ trace, a passcode or a join link can never reach a response body.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
@@ -35,6 +36,7 @@ from provisioner.providers.errors import (
     ProviderUnknown,
     ProviderUnsupported,
 )
+from provisioner.ratelimit import RateLimited
 from provisioner.redaction import scrub_text
 
 log = structlog.get_logger(__name__)
@@ -48,6 +50,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ProvisionerError], int], ...] = (
     (PermissionDenied, 403),
     (MeetingNotFound, 404),
     (IdempotencyKeyInFlight, 409),
+    (RateLimited, 429),
     (MeetingNotChangeable, 409),
     (IdempotencyKeyReused, 422),
     (PolicyViolation, 422),
@@ -116,6 +119,8 @@ async def _on_provisioner_error(request: Request, exc: Exception) -> JSONRespons
     assert isinstance(exc, ProvisionerError)  # noqa: S101 (registered for this class)
     status = status_for(exc)
     headers: dict[str, str] = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     if isinstance(exc, ProviderRetriable) and exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(exc.retry_after)))
     if isinstance(exc, AuthenticationFailed):

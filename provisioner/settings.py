@@ -161,6 +161,13 @@ class ApiSettings(Section):
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     max_invitees: int = Field(default=300, ge=1, le=5000)
     public_url: str = "http://127.0.0.1:8000"
+    write_rate_per_minute: int = Field(
+        default=60, ge=1, description="Writes (create, change, cancel, end) per caller."
+    )
+    write_burst: int = Field(default=20, ge=1)
+    hsts_seconds: int = Field(
+        default=31_536_000, ge=0, description="Strict-Transport-Security when public_url is https."
+    )
 
 
 class OidcSettings(Section):
@@ -202,6 +209,24 @@ class RolesSettings(Section):
     """Which groups (from `auth.groups_claim`) grant which role; no group, no role."""
 
     groups: dict[str, tuple[RoleName, ...]] = Field(default_factory=_default_role_groups)
+
+
+class ObservabilitySettings(Section):
+    """Prometheus `/metrics` and optional OpenTelemetry tracing (README "Observability").
+
+    `/metrics` needs credentials unless `metrics_public`: a bearer token with the it-admin
+    role, or the static `metrics_token` (a scraper's; `env:`/`file:`/`vault:` references
+    work). Tracing is on only when `otlp_endpoint` is set and the `otel` extra is installed.
+    """
+
+    metrics_public: bool = Field(
+        default=False, description="Serve /metrics to anyone: only behind a private network."
+    )
+    metrics_token: SecretStr | None = None
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces."
+    )
+    service_name: str = "provisioner"
 
 
 _BOOTSTRAP_SCHEMES = ("env:", "file:")
@@ -287,6 +312,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     oidc: OidcSettings = OidcSettings()
     roles: RolesSettings = RolesSettings()
+    observability: ObservabilitySettings = ObservabilitySettings()
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="One table per configured provider, validated by that provider's model.",

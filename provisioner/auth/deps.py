@@ -17,6 +17,7 @@ from provisioner.auth.bearer import BearerVerifier
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.auth.principal import Principal
 from provisioner.auth.session import CSRF_HEADER, csrf_valid, session_principal
+from provisioner.ratelimit import RateLimiter
 from provisioner.state import AppState
 
 
@@ -98,3 +99,13 @@ def require_role(*roles: str, integrations: bool = False) -> Any:
     check.__name__ = "require_role_" + "_".join(r.replace("-", "_") for r in roles)
     guard: Callable[[Principal], Coroutine[Any, Any, None]] = check
     return Depends(guard)
+
+
+async def limit_writes(request: Request, principal: CurrentPrincipal) -> None:
+    """Spend one of the caller's write tokens (per user or integration client)."""
+    limiter: RateLimiter | None = getattr(request.app.state, "write_limiter", None)
+    if limiter is not None:
+        limiter.take(principal.subject)
+
+
+WriteRateLimit = Depends(limit_writes)

@@ -13,6 +13,7 @@ from provisioner.auth.deps import (
     CurrentPrincipal,
     SessionDep,
     StateDep,
+    WriteRateLimit,
     require_role,
     require_scope,
 )
@@ -52,6 +53,7 @@ from provisioner.providers.errors import (
     ProviderUnsupported,
 )
 from provisioner.providers.registry import pick
+from provisioner.ratelimit import RateLimited
 
 router = APIRouter(prefix="/api/v1/meetings", tags=["meetings"])
 EMPLOYEE_OR_INTEGRATION = require_role(Role.EMPLOYEE, integrations=True)
@@ -73,7 +75,7 @@ IdempotencyKeyHeader = Annotated[
     "",
     status_code=201,
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION],
+    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION, WriteRateLimit],
     responses=responses(
         InvalidRequest,
         PolicyViolation,
@@ -85,6 +87,7 @@ IdempotencyKeyHeader = Annotated[
         VerificationFailed,
         AuthenticationFailed,
         PermissionDenied,
+        RateLimited,
     ),
 )
 async def create_meeting(
@@ -186,6 +189,7 @@ async def get_meeting(
 
 MeetingId = Annotated[str, Path(max_length=64)]
 LIFECYCLE_PROBLEMS = responses(
+    RateLimited,
     MeetingNotFound,
     MeetingNotChangeable,
     ProviderUnsupported,
@@ -209,7 +213,7 @@ async def _provider_of(
 @router.patch(
     "/{meeting_id}",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION],
+    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION, WriteRateLimit],
     responses=LIFECYCLE_PROBLEMS | responses(InvalidRequest),
 )
 async def reschedule(
@@ -227,7 +231,7 @@ async def reschedule(
 @router.delete(
     "/{meeting_id}",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION],
+    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION, WriteRateLimit],
     responses=LIFECYCLE_PROBLEMS,
 )
 async def cancel(
@@ -245,7 +249,7 @@ async def cancel(
 @router.post(
     "/{meeting_id}/end",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION],
+    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION, WriteRateLimit],
     responses=LIFECYCLE_PROBLEMS,
 )
 async def end(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep) -> JSONResponse:

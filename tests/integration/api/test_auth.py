@@ -97,3 +97,37 @@ class TestIdTokensAreNotAccessTokens:
         )
         response = await client.get("/api/v1/meetings", headers=bearer(token))
         assert response.status_code == 401
+
+
+class TestWriteRateLimit:
+    async def test_a_caller_over_the_limit_gets_429_with_retry_after(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
+        from provisioner.ratelimit import RateLimiter
+
+        app = client._transport.app  # type: ignore[attr-defined]
+        app.state.write_limiter = RateLimiter(per_minute=1, burst=2)
+        token = issuer.token(
+            subject="busy", email="busy@example.com", name="B", groups=["employees"]
+        )
+        statuses = [
+            (
+                await client.post(
+                    "/api/v1/meetings", json=meeting_body(topic=f"M{n}"), headers=bearer(token)
+                )
+            ).status_code
+            for n in range(3)
+        ]
+        assert statuses == [201, 201, 429]
+        refused = await client.post("/api/v1/meetings", json=meeting_body(), headers=bearer(token))
+        assert refused.headers["retry-after"].isdigit()
+        assert refused.json()["type"].endswith("/rate-limited")
+
+
+class TestSecurityHeaders:
+    async def test_every_response_carries_them(self, client: httpx.AsyncClient) -> None:
+        response = await client.get("/healthz")
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        assert "frame-ancestors 'none'" in response.headers["content-security-policy"]
+        assert "'unsafe-inline'" not in response.headers["content-security-policy"]
