@@ -32,6 +32,7 @@ test: $(STAMP) $(NODE_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.delivery_smtp
+	$(BIN)/python -m bench.list_meetings
 
 lint: $(STAMP)
 	$(BIN)/ruff check provisioner tests bench
