@@ -35,6 +35,9 @@ from provisioner.middleware import (
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
+from provisioner.observability import http as observability_http
+from provisioner.observability.metrics import Metrics
+from provisioner.observability.tracing import install_tracing
 from provisioner.policy import routes as policy_routes
 from provisioner.policy.document import load_policy
 from provisioner.policy.errors import InvalidPolicy
@@ -129,6 +132,7 @@ def create_app(
         owned = state is None
         app_state = state or build_state(settings)
         app.state.provisioner = app_state
+        app_state.worker.metrics = app.state.metrics
         await reconcile_stale(
             app_state.db, settings=settings.idempotency, providers=app_state.providers
         )
@@ -164,8 +168,11 @@ def create_app(
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
     )
+    # Per app, not the global registry: tests and the demo build several apps per process.
+    app.state.metrics = Metrics()
     if state is not None:
         app.state.provisioner = state
+        state.worker.metrics = app.state.metrics
     add_exception_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     https = settings.api.public_url.startswith("https://")
@@ -179,12 +186,15 @@ def create_app(
         per_minute=settings.api.write_rate_per_minute, burst=settings.api.write_burst
     )
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(observability_http.MetricsMiddleware, metrics=app.state.metrics)
     app.include_router(health.router)
+    app.include_router(observability_http.router)
     app.include_router(meeting_routes.router)
     app.include_router(policy_routes.router)
     app.include_router(admin_routes.router)
     web.install(app, settings)
     _add_problem_schema(app)
+    install_tracing(app, settings.observability)  # a no-op unless configured and installed
     return app
 
 

@@ -75,7 +75,13 @@ def serve(
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve this worker's delivery metrics on this port (no auth)."),
+    ] = None,
+    metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
+) -> None:
     """Run a delivery worker; start as many as you like, on as many hosts as you like."""
     from provisioner.app import build_state, close_state
 
@@ -87,6 +93,13 @@ def worker() -> None:
         except SettingsError as exc:
             typer.echo(str(exc), err=True)
             raise typer.Exit(2) from None
+        if metrics_port is not None:
+            from prometheus_client import start_http_server
+
+            from provisioner.observability.metrics import Metrics
+
+            metrics = state.worker.metrics = Metrics()
+            start_http_server(metrics_port, addr=metrics_host, registry=metrics.registry)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -177,6 +190,71 @@ def audit_verify() -> None:
 
     if not run_async(main()):
         raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    fmt: Annotated[
+        str, typer.Option("--format", help="jsonl: one JSON object per event, chain order.")
+    ] = "jsonl",
+    since: Annotated[
+        int | None, typer.Option(help="Only events after this id (continue an earlier export).")
+    ] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(help="File to write, or - for stdout (the default unless --syslog)."),
+    ] = None,
+    syslog: Annotated[
+        str | None,
+        typer.Option(help="Also send each event to HOST:PORT over UDP as RFC 5424 syslog."),
+    ] = None,
+) -> None:
+    """Export the audit chain with every hash, so it can be re-verified anywhere."""
+    import contextlib
+    from collections.abc import Callable
+
+    from provisioner.db import Database, create_engine
+    from provisioner.observability.audit_export import (
+        SyslogUdp,
+        export,
+        jsonl_line,
+        parse_hostport,
+    )
+
+    if fmt != "jsonl":
+        typer.echo(f"--format {fmt}: only jsonl is supported", err=True)
+        raise typer.Exit(2)
+    try:
+        collector = parse_hostport(syslog) if syslog else None
+    except ValueError as exc:
+        typer.echo(f"--syslog {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings = _settings()
+
+    async def main() -> int:
+        sinks: list[Callable[[dict[str, Any]], None]] = []
+        with contextlib.ExitStack() as stack:
+            if output == "-" or (output is None and collector is None):
+                sinks.append(lambda record: typer.echo(jsonl_line(record)))
+            elif output is not None:
+                handle = stack.enter_context(Path(output).open("w", encoding="utf-8"))
+                sinks.append(lambda record: print(jsonl_line(record), file=handle))
+            if collector is not None:
+                sender = SyslogUdp(*collector)
+                stack.callback(sender.close)
+                sinks.append(sender.send)
+            db = Database(create_engine(settings.database))
+            try:
+                return await export(db, since=since, sinks=sinks)
+            finally:
+                await db.dispose()
+
+    try:
+        count = run_async(main())
+    except OSError as exc:
+        typer.echo(f"audit export failed: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"exported {count} audit events", err=True)
 
 
 @app.command("dev-token")

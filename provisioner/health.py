@@ -7,6 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from provisioner.auth.deps import StateDep
+from provisioner.observability.queue import queue_depth
 
 router = APIRouter(tags=["health"])
 
@@ -19,7 +20,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> JSONResponse:
-    """The process can serve: the database answers and at least one provider is configured."""
+    """The process can serve: the database and the delivery queue answer, a provider exists."""
     checks: dict[str, str] = {}
     try:
         async with state.db.session() as session:
@@ -28,6 +29,12 @@ async def readyz(state: StateDep) -> JSONResponse:
     except Exception as exc:  # readiness reports any failure, never raises it
         checks["database"] = f"failed: {type(exc).__name__}"
     checks["providers"] = "ok" if state.providers else "none configured"
+    depth: int | None = None
+    try:  # the delivery queue (outbox) answers its count; the depth is reported
+        depth = await queue_depth(state.db)
+        checks["queue"] = "ok"
+    except Exception as exc:
+        checks["queue"] = f"failed: {type(exc).__name__}"
     degraded = False
     if state.secrets is not None and state.secrets.in_use:
         # A store outage within max_stale still serves (cached values): ready, but degraded.
@@ -37,6 +44,6 @@ async def readyz(state: StateDep) -> JSONResponse:
     ready = all(value == "ok" or value.startswith("degraded") for value in checks.values())
     status = "not ready" if not ready else "degraded" if degraded else "ready"
     return JSONResponse(
-        {"status": status, "checks": checks},
+        {"status": status, "checks": checks, "queue_depth": depth},
         status_code=200 if ready else 503,
     )

@@ -48,6 +48,7 @@ from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.meetings.codec import settings_from_json
 from provisioner.meetings.joins import open_join
 from provisioner.meetings.models import Invitee, Meeting, MeetingState
+from provisioner.observability.metrics import Metrics
 from provisioner.policy.model import Control
 from provisioner.providers.base import Person
 from provisioner.settings import WorkerSettings
@@ -100,6 +101,7 @@ class DeliveryWorker:
         self._rand = rand
         self.worker_id = worker_id or f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
+        self.metrics: Metrics | None = None  # set by the app (or `worker --metrics-port`)
 
     def wake(self) -> None:
         """Called after a commit that queued deliveries, so they go out without waiting."""
@@ -216,7 +218,7 @@ class DeliveryWorker:
         else:
             receipt, error, fell_back = await self._send(delivery.channel, context)
         async with self._db.session() as session:
-            return await self._record(
+            status = await self._record(
                 session,
                 delivery,
                 receipt.message_id if receipt else None,
@@ -224,6 +226,19 @@ class DeliveryWorker:
                 log_,
                 fell_back=fell_back,
             )
+        self._count(delivery.channel, status, fell_back=fell_back)
+        return status
+
+    def _count(self, channel: str, status: DeliveryStatus, *, fell_back: bool = False) -> None:
+        """Outcomes for /metrics: sent, fell_back (sent by email instead), retried, dead."""
+        outcome = {
+            DeliveryStatus.SENT: "fell_back" if fell_back else "sent",
+            DeliveryStatus.PENDING: "retried",
+            DeliveryStatus.DEAD: "dead",
+            DeliveryStatus.SUPERSEDED: "superseded",
+        }.get(status)
+        if self.metrics is not None and outcome is not None:
+            self.metrics.delivery_settled(channel, outcome)
 
     async def _send_alert(self, alert: DeadLetterAlert) -> DeliveryReceipt | ChannelError:
         email = self._channels.get("email")
@@ -351,6 +366,7 @@ class DeliveryWorker:
             details={"meeting_id": delivery.meeting_id, "reason": reason},
         )
         log.warning("delivery.retired", delivery_id=delivery.id, status=str(status), reason=reason)
+        self._count(delivery.channel, status)
 
     async def _still_ours(self, delivery: Delivery) -> bool:
         """Renew the lease right before sending; False if another worker took the row.

@@ -55,6 +55,7 @@ from provisioner.meetings.models import Invitee, Meeting, MeetingState
 from provisioner.meetings.outbox import queue_deliveries
 from provisioner.meetings.read import meeting_read
 from provisioner.meetings.schemas import MeetingCreate
+from provisioner.observability.metrics import observes_provisioning
 from provisioner.policy.document import PolicyDocument
 from provisioner.policy.errors import PolicyViolation
 from provisioner.policy.model import Control
@@ -138,6 +139,7 @@ def _check_request(
     return invitees
 
 
+@observes_provisioning
 async def provision_meeting(
     deps: Provisioning,
     *,

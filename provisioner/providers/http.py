@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import httpx
 import structlog
 
+from provisioner.observability.metrics import counts_provider_errors
 from provisioner.providers.errors import (
     ProviderAuthFailed,
     ProviderError,
@@ -218,6 +219,7 @@ class ProviderHttp:
         self._rand = rand
         self._sleep = sleep
 
+    @counts_provider_errors
     async def request(
         self,
         method: str,

@@ -285,7 +285,7 @@ class TestPolicyAndHealth:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         assert ready.status_code == 200
-        assert ready.json()["checks"] == {"database": "ok", "providers": "ok"}
+        assert ready.json()["checks"] == {"database": "ok", "providers": "ok", "queue": "ok"}
 
     async def test_openapi_lists_problem_responses(self, client: httpx.AsyncClient) -> None:
         schema = (await client.get("/openapi.json")).json()

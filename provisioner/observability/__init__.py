@@ -1,0 +1,1 @@
+"""Watching the service: Prometheus metrics, optional tracing, audit export (README)."""
