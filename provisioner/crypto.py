@@ -83,8 +83,28 @@ def cipher_from_settings(settings: SecuritySettings, *, development: bool) -> Fi
         raise ValueError("security.data_keys must be configured outside development")
     path = settings.data_key_file
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        _create_key_file(path)
+    return FieldCipher({"dev": _b64d(Path(path).read_text().strip())}, active="dev")
+
+
+def _create_key_file(path: Path) -> None:
+    """Write a new key so that no other process can ever read it half-written.
+
+    Several processes (API and workers) may start at once on a fresh machine: the key is
+    written to a private temporary file and then hard-linked into place, which either
+    succeeds whole or finds that another process won the race (then its key is used).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         with os.fdopen(fd, "w") as handle:
             handle.write(_b64e(secrets.token_bytes(32)))
-    return FieldCipher({"dev": _b64d(Path(path).read_text().strip())}, active="dev")
+            handle.flush()
+            os.fsync(handle.fileno())
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process created it first: use theirs
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -141,6 +141,8 @@ def make_settings(
         "policy_file": REPO_ROOT / "config" / "policy.yaml",
         "worker": {"embedded": False, "backoff_base_seconds": 0.01, "backoff_max_seconds": 0.05},
         "idempotency": {"wait_seconds": 5.0},
+        # Tests send many writes as one caller; the limiter has tests of its own.
+        "api": {"write_rate_per_minute": 100_000, "write_burst": 100_000},
         "providers": {"jitsi": jitsi},
     }
     values.update(overrides)

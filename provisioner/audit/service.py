@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import event as orm_event
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from provisioner.audit.models import AuditEvent
 from provisioner.db import utcnow
@@ -63,34 +65,62 @@ async def record_event(
 ) -> AuditEvent:
     """Append one event in the caller's transaction (so it commits or rolls back with it).
 
-    `details` are redacted before hashing; pass ids and states, never secrets.
+    The event is chained and inserted when the transaction commits (`_chain_on_commit`), not
+    here: the chain lock must be the last lock a transaction takes, or a transaction holding
+    it could wait for a row another transaction has locked while that one waits for the
+    chain -- a deadlock seen with two API processes and two workers. `details` are redacted
+    now; pass ids and states, never secrets.
     """
-    if session.bind is not None and session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK})
-    prev = await session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
-    clean: dict[str, Any] = redact(details or {})
-    occurred_at = utcnow()
-    event = AuditEvent(
-        occurred_at=occurred_at,
+    pending = AuditEvent(
+        occurred_at=utcnow(),
         actor=actor,
         action=action,
         target_type=target_type,
         target_id=target_id,
-        details=clean,
-        prev_hash=prev or GENESIS,
-        hash=_digest(
-            prev_hash=prev or GENESIS,
-            occurred_at=occurred_at,
-            actor=actor,
-            action=action,
-            target_type=target_type,
-            target_id=target_id,
-            details=clean,
-        ),
+        details=redact(details or {}),
     )
-    session.add(event)
-    await session.flush()
-    return event
+    session.sync_session.info.setdefault(_PENDING, []).append(pending)
+    return pending
+
+
+_PENDING = "provisioner.audit.pending"
+
+
+def _chain_on_commit(session: Session) -> None:
+    """Chain and insert this transaction's pending events, under the chain lock.
+
+    On PostgreSQL a transaction-level advisory lock serialises appends across processes
+    (SQLite has a single writer anyway); ids are assigned inside the lock, so id order is
+    chain order.
+    """
+    pending: list[AuditEvent] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK})
+    prev = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+    prev = prev or GENESIS
+    for event in pending:
+        event.prev_hash = prev
+        event.hash = prev = _digest(
+            prev_hash=prev,
+            occurred_at=event.occurred_at,
+            actor=event.actor,
+            action=event.action,
+            target_type=event.target_type,
+            target_id=event.target_id,
+            details=event.details,
+        )
+        session.add(event)
+    session.flush()
+
+
+def _forget_pending(session: Session, *_: Any) -> None:
+    session.info.pop(_PENDING, None)
+
+
+orm_event.listen(Session, "before_commit", _chain_on_commit)
+orm_event.listen(Session, "after_rollback", _forget_pending)
 
 
 async def list_events(

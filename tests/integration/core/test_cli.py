@@ -61,3 +61,21 @@ class TestAuditCommands:
         assert "audit chain intact" in verified.output
         shown = runner.invoke(app, ["audit", "show"])
         assert "meeting.delivered" in shown.output
+
+
+class TestAuditVerifyDetectsTampering:
+    def test_an_edited_row_fails_verify_naming_the_event(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        import asyncio
+        import sqlite3
+
+        asyncio.run(run_demo(tmp_path / "demo", out=lambda _: None))
+        database = tmp_path / "demo" / "provisioner.db"
+        monkeypatch.setenv("PROVISIONER_DATABASE__URL", f"sqlite+aiosqlite:///{database}")
+        assert runner.invoke(app, ["audit", "verify"]).exit_code == 0
+        with sqlite3.connect(database) as connection:
+            connection.execute("UPDATE audit_events SET actor = 'mallory' WHERE id = 3")
+        result = runner.invoke(app, ["audit", "verify"])
+        assert result.exit_code == 1
+        assert "BROKEN at event 3" in result.output
