@@ -191,4 +191,5 @@ def principal_from_claims(
         groups=group_names,
         scopes=frozenset(str(s) for s in scopes),
         roles=frozenset(role for group in group_names for role in roles.get(group, ())),
+        email_verified=claims.get("email_verified") is not False,
     )

@@ -16,6 +16,9 @@ class Principal:
     scopes: frozenset[str]
     roles: frozenset[str] = frozenset()
     client_id: str | None = None  # set for a calendar integration (client-credentials token)
+    # False only when the identity provider says so explicitly (many never send the claim):
+    # an unverified address must not make its holder the owner of meetings made for it.
+    email_verified: bool = True
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

@@ -42,6 +42,7 @@ def start_session(
         "email": str(claims.get("email", "")).lower(),
         "name": str(claims.get("name") or claims.get("email") or claims["sub"]),
         "groups": [str(g) for g in groups] if isinstance(groups, list) else [],
+        "email_verified": claims.get("email_verified") is not False,
         "expires_at": int(time.time()) + lifetime_seconds,
     }
     if id_token:
@@ -72,6 +73,7 @@ def session_principal(request: Request, *, roles: Mapping[str, Sequence[str]]) -
         groups=groups,
         scopes=session_scopes(user_roles),
         roles=user_roles,
+        email_verified=user.get("email_verified") is not False,
     )
 
 

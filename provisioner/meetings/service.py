@@ -479,7 +479,7 @@ def host_subjects(host: Principal) -> tuple[str, ...]:
     `email:<address>` (the integration knows the employee's email, not their `sub`), so
     the employee finds it once they sign in with that verified email.
     """
-    if host.is_integration or not host.email:
+    if host.is_integration or not host.email or not host.email_verified:
         return (host.subject,)
     return (host.subject, f"email:{host.email}")
 

@@ -346,3 +346,33 @@ class TestOnBehalfIdempotency:
         assert other.json()["id"] != first.json()["id"]
         assert first.json()["host_join"] is None and replay.json()["host_join"] is None
         assert await count(state, Meeting) == 2
+
+
+class TestUnverifiedEmailOwnsNothing:
+    async def test_an_unverified_address_does_not_unlock_meetings_made_for_it(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
+        body = meeting_body(on_behalf_of={"email": "dana@example.com", "name": "Dana Host"})
+        calendar = {"Authorization": "Bearer " + issuer.client_token("calendar-a")}
+        created = await client.post("/api/v1/meetings", json=body, headers=calendar)
+        assert created.status_code == 201
+        meeting_id = created.json()["id"]
+
+        def as_dana(**claims: Any) -> dict[str, str]:
+            token = issuer.token(
+                subject="someone",
+                email="dana@example.com",
+                name="D",
+                groups=["employees"],
+                **claims,
+            )
+            return {"Authorization": f"Bearer {token}"}
+
+        unverified = await client.get(
+            f"/api/v1/meetings/{meeting_id}", headers=as_dana(email_verified=False)
+        )
+        assert unverified.status_code == 404
+        verified = await client.get(
+            f"/api/v1/meetings/{meeting_id}", headers=as_dana(email_verified=True)
+        )
+        assert verified.status_code == 200
