@@ -60,14 +60,13 @@ from provisioner.providers.errors import (
     ProviderRetriable,
 )
 from provisioner.providers.http import (
-    RETRIABLE_STATUS,
     AccessToken,
     CachedTokenAuth,
     Circuit,
     ProviderHttp,
     RetryPolicy,
     TokenFetcher,
-    parse_retry_after,
+    token_response_body,
 )
 
 log = structlog.get_logger(__name__)
@@ -181,16 +180,7 @@ def token_from_response(response: httpx.Response, *, clock: Callable[[], float])
             error code only: the description can quote the client id).
     """
     status = response.status_code
-    if status in RETRIABLE_STATUS or status >= 500:
-        raise ProviderRetriable(
-            f"{CHANNEL_NAME}: token endpoint answered {status}",
-            provider=CHANNEL_NAME,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    body = token_response_body(response, provider=CHANNEL_NAME)
     if status != 200 or not isinstance(body, dict):
         code = body.get("error") if isinstance(body, dict) else None
         shown = f", {code}" if isinstance(code, str) and _CODE.match(code) else ""

@@ -180,6 +180,27 @@ class CachedTokenAuth(httpx.Auth):
             yield request
 
 
+def token_response_body(response: httpx.Response, *, provider: str) -> dict[str, Any] | None:
+    """The first step every token endpoint answer goes through, whoever the provider.
+
+    Raises ProviderRetriable (with Retry-After) when the endpoint is throttling or down;
+    otherwise returns the JSON object body, or None when there is none. What a refusal
+    means, and which error code may be shown, is each caller's own business.
+    """
+    status = response.status_code
+    if status in RETRIABLE_STATUS or status >= 500:
+        raise ProviderRetriable(
+            f"{provider}: token endpoint answered {status}",
+            provider=provider,
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
+        )
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 ErrorMapper = Callable[[httpx.Response], ProviderError | None]
 
 

@@ -45,13 +45,13 @@ from provisioner.providers.errors import (
 )
 from provisioner.providers.google_meet.config import SCOPES, GoogleMeetConfig, ServiceAccountKey
 from provisioner.providers.http import (
-    RETRIABLE_STATUS,
     AccessToken,
     CachedTokenAuth,
     ProviderHttp,
     RetryPolicy,
     TokenFetcher,
     parse_retry_after,
+    token_response_body,
 )
 from provisioner.redaction import scrub_text
 
@@ -124,16 +124,7 @@ def google_error(response: httpx.Response) -> ProviderError | None:
 def token_from_response(response: httpx.Response, *, clock: Callable[[], float]) -> AccessToken:
     """Parse Google's token answer; errors name the OAuth error code, never a description."""
     status = response.status_code
-    if status in RETRIABLE_STATUS or status >= 500:
-        raise ProviderRetriable(
-            f"{PROVIDER_NAME}: token endpoint answered {status}",
-            provider=PROVIDER_NAME,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    body = token_response_body(response, provider=PROVIDER_NAME)
     if status != 200 or not isinstance(body, dict) or not body.get("access_token"):
         code = safe_code(body.get("error")) if isinstance(body, dict) else None
         hint = (

@@ -34,16 +34,14 @@ from provisioner.providers.errors import (
     ProviderError,
     ProviderNotFound,
     ProviderRejected,
-    ProviderRetriable,
 )
 from provisioner.providers.http import (
-    RETRIABLE_STATUS,
     AccessToken,
     CachedTokenAuth,
     ProviderHttp,
     RetryPolicy,
     TokenFetcher,
-    parse_retry_after,
+    token_response_body,
 )
 from provisioner.providers.teams.config import TeamsConfig
 from provisioner.redaction import scrub_text
@@ -128,16 +126,7 @@ def token_from_response(
             error code only, never the description (it can quote the client id).
     """
     status = response.status_code
-    if status in RETRIABLE_STATUS or status >= 500:
-        raise ProviderRetriable(
-            f"{provider}: token endpoint answered {status}",
-            provider=provider,
-            retry_after=parse_retry_after(response.headers.get("retry-after")),
-        )
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
+    body = token_response_body(response, provider=provider)
     if status != 200 or not isinstance(body, dict):
         code = safe_code(body.get("error")) if isinstance(body, dict) else None
         raise ProviderAuthFailed(

@@ -30,13 +30,13 @@ from provisioner.providers.errors import (
 )
 from provisioner.providers.http import (
     ONE_ATTEMPT,
-    RETRIABLE_STATUS,
     AccessToken,
     CachedTokenAuth,
     Circuit,
     ProviderHttp,
     RetryPolicy,
     parse_retry_after,
+    token_response_body,
 )
 from provisioner.providers.webex.config import WebexConfig
 from provisioner.redaction import scrub_text
@@ -197,16 +197,7 @@ class WebexClient:
             auth=httpx.Auth(),  # a no-op: the bearer auth must not wrap its own refresh
         )
         status = response.status_code
-        if status in RETRIABLE_STATUS or status >= 500:
-            raise ProviderRetriable(
-                f"{PROVIDER_NAME}: token endpoint answered {status}",
-                provider=PROVIDER_NAME,
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-            )
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
+        body = token_response_body(response, provider=PROVIDER_NAME)
         token = body.get("access_token") if isinstance(body, dict) else None
         expires_in = body.get("expires_in") if isinstance(body, dict) else None
         if status != 200 or not isinstance(token, str) or not isinstance(expires_in, int | float):

@@ -25,17 +25,15 @@ from provisioner.providers.errors import (
     ProviderError,
     ProviderNotFound,
     ProviderRejected,
-    ProviderRetriable,
 )
 from provisioner.providers.http import (
     ONE_ATTEMPT,
-    RETRIABLE_STATUS,
     AccessToken,
     CachedTokenAuth,
     Circuit,
     ProviderHttp,
     RetryPolicy,
-    parse_retry_after,
+    token_response_body,
 )
 from provisioner.providers.zoom.config import ZoomConfig
 from provisioner.redaction import scrub_text
@@ -176,12 +174,7 @@ class ZoomClient:
             auth=httpx.BasicAuth(self._config.client_id, secret),
         )
         status = response.status_code
-        if status in RETRIABLE_STATUS or status >= 500:
-            raise ProviderRetriable(
-                f"{PROVIDER_NAME}: token endpoint answered {status}",
-                provider=PROVIDER_NAME,
-                retry_after=parse_retry_after(response.headers.get("retry-after")),
-            )
+        body = token_response_body(response, provider=PROVIDER_NAME)
         if status != 200:
             # The body's `reason` can quote the client id; name the status only.
             raise ProviderAuthFailed(
@@ -189,10 +182,6 @@ class ZoomClient:
                 "check account_id, client_id and client_secret",
                 provider=PROVIDER_NAME,
             )
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
         token = body.get("access_token") if isinstance(body, dict) else None
         expires_in = body.get("expires_in") if isinstance(body, dict) else None
         if not isinstance(token, str) or not token or not isinstance(expires_in, int | float):
