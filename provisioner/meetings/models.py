@@ -54,6 +54,8 @@ class Meeting(Base):
     ics_uid: Mapped[str] = mapped_column(String(255))
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     failure: Mapped[str | None] = mapped_column(String(500), default=None)
+    # Set on the meeting a link rotation created: the leaked meeting it replaced.
+    rotated_from_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, onupdate=utcnow)
 

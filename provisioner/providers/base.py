@@ -27,6 +27,8 @@ class Feature(StrEnum):
     RESCHEDULE = "reschedule"  # `update` keeps the same meeting and links
     END_FOR_ALL = "end_for_all"  # `end` removes everyone from a running meeting
     PARTICIPANTS = "participants"  # `list_participants` returns live or past attendees
+    EXPEL = "expel"  # `ExpelsParticipants.expel` removes one person from a running meeting
+    LOCK = "lock"  # `LocksMeetings.lock` admits nobody new to a running meeting
 
 
 @dataclass(frozen=True)
@@ -241,5 +243,37 @@ class RevokesPersonalLinks(Protocol):
 
         Raises:
             ProviderRetriable, ProviderRejected.
+        """
+        ...
+
+
+@runtime_checkable
+class ExpelsParticipants(Protocol):
+    """A provider that can remove one participant from a running meeting (feature EXPEL).
+
+    Webex expels through its API; Zoom's REST API has no such call, so Zoom does not
+    implement this and the host is told to remove the person in the meeting window.
+    """
+
+    async def expel(self, meeting: MeetingRef, participant_id: str) -> None:
+        """Remove the participant `list_participants` reported as `participant_id`.
+
+        Raises:
+            ProviderNotFound: the meeting or the participant is gone.
+            ProviderRetriable, ProviderRejected.
+        """
+        ...
+
+
+@runtime_checkable
+class LocksMeetings(Protocol):
+    """A provider that can stop anyone new joining a running meeting (feature LOCK):
+    locking the meeting, or sending everyone not yet admitted to the lobby."""
+
+    async def lock(self, meeting: MeetingRef) -> None:
+        """Lock the meeting (or turn its lobby on for everyone) from now on.
+
+        Raises:
+            ProviderNotFound, ProviderRetriable, ProviderRejected.
         """
         ...

@@ -29,6 +29,8 @@ class FakeProvider:
     participants: list[Participant] = field(default_factory=list)
     ended: list[str] = field(default_factory=list)
     revoked: list[str] = field(default_factory=list)
+    expelled: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)
     create_failures: list[ProviderError] = field(default_factory=list)
     mismatch: dict[Control, str] = field(default_factory=dict)
     unconfirmed: frozenset[Control] = frozenset()  # read back as neither right nor wrong
@@ -82,6 +84,15 @@ class FakeProvider:
 
     async def end(self, meeting: MeetingRef) -> None:
         self.ended.append(meeting.provider_meeting_id)
+
+    async def expel(self, meeting: MeetingRef, participant_id: str) -> None:
+        self.expelled.append(participant_id)
+        self.participants = [
+            p for p in self.participants if p.provider_participant_id != participant_id
+        ]
+
+    async def lock(self, meeting: MeetingRef) -> None:
+        self.locked.append(meeting.provider_meeting_id)
 
     async def list_participants(self, meeting: MeetingRef) -> list[Participant]:
         return list(self.participants)
