@@ -277,3 +277,74 @@ class LocksMeetings(Protocol):
             ProviderNotFound, ProviderRetriable, ProviderRejected.
         """
         ...
+
+
+@dataclass(frozen=True)
+class ExistingMeeting:
+    """An upcoming meeting as found at the provider, whoever created it, with the security
+    settings the provider reports (for the compliance scan).
+
+    A setting is None when the provider does not report it, so the scan can say "not
+    reported" instead of guessing. `created_by` is our meeting id when the provider
+    carries our marker (Zoom agenda, Webex integration tag), else None. Nothing here is
+    secret: `passcode_set` says whether there is a passcode, never what it is.
+    """
+
+    provider: str
+    provider_meeting_id: str
+    host_email: str
+    topic: str
+    start: datetime | None
+    passcode_set: bool | None
+    waiting_room: bool | None
+    sign_in_required: bool | None
+    join_before_host: bool | None
+    personal_meeting_id: bool | None
+    created_by: str | None = None
+    reference: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> MeetingRef:
+        return MeetingRef(self.provider_meeting_id, self.reference)
+
+
+@runtime_checkable
+class ListsMeetings(Protocol):
+    """A provider that can list upcoming meetings, including ones provisioner did not
+    create, with their observed security settings (for `provisioner scan`)."""
+
+    async def list_upcoming(
+        self, *, hosts: Sequence[str], until: datetime
+    ) -> Sequence[ExistingMeeting]:
+        """Every meeting starting before `until` that has not ended.
+
+        Args:
+            hosts: the host addresses to scan; empty means every user the provider lets
+                this app enumerate (Zoom: the account's active users; Webex: the
+                token's own user).
+            until: the end of the scan window.
+
+        Raises:
+            ProviderRetriable, ProviderAuthFailed.
+        """
+        ...
+
+
+@runtime_checkable
+class FixesMeetings(Protocol):
+    """A provider that can tighten an existing meeting's security settings in place."""
+
+    async def apply_settings(
+        self, meeting: ExistingMeeting, settings: MeetingSettings
+    ) -> frozenset[Control]:
+        """Apply the policy's passcode, waiting room, sign-in and join-before-host values
+        to `meeting` where it is weaker, keeping its id and link.
+
+        Returns:
+            The controls that were changed. Adding a passcode means invitees need the
+            new one; the caller tells the host.
+
+        Raises:
+            ProviderNotFound, ProviderRetriable, ProviderRejected.
+        """
+        ...

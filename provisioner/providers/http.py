@@ -25,8 +25,10 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 import structlog
+from httpx_aiohttp import AiohttpTransport
 
 from provisioner.observability.metrics import counts_provider_errors
 from provisioner.providers.errors import (
@@ -52,6 +54,31 @@ def ambiguous(error: ProviderError) -> bool:
 def default_timeout() -> httpx.Timeout:
     """Every provider call has a limit for each phase; none waits forever."""
     return httpx.Timeout(connect=5.0, read=15.0, write=10.0, pool=5.0)
+
+
+class ProviderTransport(AiohttpTransport):
+    """httpx's API over aiohttp's connection pool: the transport every provider client uses.
+
+    Chosen by measurement (bench/provision.py; ../shared/DESIGN.md, Performance notes):
+    under concurrency httpx's default transport was the bottleneck of provisioning --
+    with six provider calls per meeting, the floor endpoint managed about 30 requests/s
+    at concurrency 16 and 64, fewer than at concurrency 1. httpx's timeouts still apply
+    (connect, read, and pool as aiohttp's connect). aiohttp errors the library does not
+    translate become `httpx.TransportError`s here, so the retry policy sees every network
+    failure as one, and the message names the type only (an aiohttp message can quote the
+    URL, whose query may carry a token).
+    """
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except aiohttp.ClientError as exc:
+            raise httpx.RemoteProtocolError(type(exc).__name__, request=request) from exc
+
+
+def provider_transport() -> httpx.AsyncBaseTransport:
+    """The transport every provider client uses unless a test passes its own."""
+    return ProviderTransport()
 
 
 def parse_retry_after(
@@ -230,7 +257,7 @@ class ProviderHttp:
         self.client = httpx.AsyncClient(
             base_url=base_url,
             auth=auth,
-            transport=transport,
+            transport=transport or provider_transport(),
             timeout=timeout or default_timeout(),
             headers=dict(headers or {}),
         )

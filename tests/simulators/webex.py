@@ -11,6 +11,12 @@ Knobs for tests:
     invitee_faults      a FaultQueue consumed by POST /meetingInvitees
     reject_creates      bodies for 400 answers to the next creates (error-mapping tests)
     participants        meeting id -> participants
+    join(meeting_id, name=..., email=..., invitee=...)  put someone in the running
+                        meeting; returns their participant id
+    expelled            participant ids removed with PUT /meetingParticipants/{id}
+    locked              meeting ids locked with PUT /meetings/controls
+    add_meeting(host, ...)  a meeting made in Webex itself (weak settings, personal room)
+    ended, deleted      meeting ids ended for everyone and deleted
     revoke_tokens()     make every access token answer 401
     refuse_tokens       answer 401 to every token, even fresh ones
 """
@@ -18,6 +24,7 @@ Knobs for tests:
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -85,6 +92,8 @@ class WebexSimulator:
         self.participants: dict[str, list[JsonObject]] = {}
         self.ended: list[str] = []
         self.deleted: list[str] = []
+        self.expelled: list[str] = []
+        self.locked: set[str] = set()
         self.create_faults = FaultQueue()
         self.invitee_faults = FaultQueue()
         self.reject_creates: list[str] = []
@@ -102,6 +111,71 @@ class WebexSimulator:
 
     def revoke_tokens(self) -> None:
         self._tokens.clear()
+
+    def join(
+        self, meeting_id: str, *, name: str, email: str | None = None, invitee: bool = False
+    ) -> str:
+        """Someone joins the running meeting; Webex ids embed the meeting's id."""
+        participant_id = f"{meeting_id}_{secrets.token_hex(16)}"
+        person: JsonObject = {
+            "id": participant_id,
+            "host": False,
+            "coHost": False,
+            "displayName": name,
+            "invitee": invitee,
+            "muted": False,
+            "video": "on",
+            "state": "joined",
+            "meetingId": meeting_id,
+            "joinedTime": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        if email:
+            person["email"] = email
+        self.participants.setdefault(meeting_id, []).append(person)
+        return participant_id
+
+    def add_meeting(
+        self,
+        host_email: str,
+        *,
+        title: str = "Team sync",
+        start: str = "2030-01-01T10:00:00Z",
+        end: str = "2030-01-01T10:30:00Z",
+        password: str = "",
+        lobby: bool = True,
+        join_before_host: bool = False,
+        personal_room: bool = False,
+        integration_tags: list[str] | None = None,
+    ) -> str:
+        """A meeting the host scheduled in Webex itself (not through provisioner)."""
+        meeting_id = secrets.token_hex(16)
+        number = str(secrets.randbelow(9 * 10**9) + 10**9)
+        self.meetings[meeting_id] = {
+            "id": meeting_id,
+            "meetingSeriesId": meeting_id,
+            "meetingNumber": number,
+            "title": title,
+            "password": password,
+            "meetingType": "meetingSeries",
+            "state": "active",
+            "timezone": "UTC",
+            "start": start,
+            "end": end,
+            "hostUserId": "sim-" + host_email.split("@")[0],
+            "hostDisplayName": host_email.split("@")[0],
+            "hostEmail": host_email,
+            "hostKey": "654321",
+            "siteUrl": SITE,
+            "webLink": f"https://{SITE}/sim/j.php?MTID=" + secrets.token_hex(16),
+            "telephony": {"accessCode": number, "callInNumbers": []},
+            "enabledBreakoutSessions": False,
+            "enabledJoinBeforeHost": join_before_host,
+            "unlockedMeetingJoinSecurity": "allowJoinWithLobby" if lobby else "allowJoin",
+            "scheduledType": "personalRoomMeeting" if personal_room else "meeting",
+            "integrationTags": list(integration_tags or []),
+        }
+        self.invitees[meeting_id] = []
+        return meeting_id
 
     # -- gateway ----------------------------------------------------------------------
 
@@ -191,6 +265,8 @@ class WebexSimulator:
             routes=[
                 Route("/meetings", self.create_meeting, methods=["POST"]),
                 Route("/meetings", self.list_meetings, methods=["GET"]),
+                Route("/meetings/controls", self.get_controls, methods=["GET"]),
+                Route("/meetings/controls", self.put_controls, methods=["PUT"]),
                 Route("/meetings/{meeting_id}", self.get_meeting, methods=["GET"]),
                 Route("/meetings/{meeting_id}", self.patch_meeting, methods=["PATCH"]),
                 Route("/meetings/{meeting_id}", self.delete_meeting, methods=["DELETE"]),
@@ -198,6 +274,11 @@ class WebexSimulator:
                 Route("/meetingInvitees", self.list_invitees, methods=["GET"]),
                 Route("/meetingInvitees", self.add_invitee, methods=["POST"]),
                 Route("/meetingParticipants", self.list_participants, methods=["GET"]),
+                Route(
+                    "/meetingParticipants/{participant_id}",
+                    self.update_participant,
+                    methods=["PUT"],
+                ),
             ]
         )
 
@@ -282,7 +363,28 @@ class WebexSimulator:
             if (tag is None or tag in m["integrationTags"])
             and (host is None or m["hostEmail"].lower() == host.lower())
         ]
+        if request.query_params.get("meetingType") == "scheduledMeeting":
+            found = [self._occurrence(m) for m in found if m["meetingType"] == "meetingSeries"]
+            since, until = request.query_params.get("from"), request.query_params.get("to")
+            found = [
+                m
+                for m in found
+                if (not since or not m["end"] or m["end"] >= since)
+                and (not until or not m["start"] or m["start"] < until)
+            ]
         return _ok({"items": found[: int(float(request.query_params.get("max", "10")))]})
+
+    @staticmethod
+    def _occurrence(series: JsonObject) -> JsonObject:
+        """The one scheduled meeting of a non-recurring series, as Webex lists it."""
+        stamp = str(series.get("start", "")).replace("-", "").replace(":", "")
+        return {
+            **series,
+            "id": f"{series['id']}_{stamp or 'next'}",
+            "meetingSeriesId": series["id"],
+            "meetingType": "scheduledMeeting",
+            "state": "scheduled",
+        }
 
     async def get_meeting(self, request: Request) -> Response:
         stored = self.meetings.get(request.path_params["meeting_id"])
@@ -330,3 +432,39 @@ class WebexSimulator:
         if meeting_id not in self.meetings:
             return _error(404, "Meeting not found.")
         return JSONResponse({"items": self.participants.get(meeting_id, [])})
+
+    def _series_of(self, meeting_id: str) -> str | None:
+        series = meeting_id.split("_", 1)[0]
+        return series if series in self.meetings else None
+
+    async def get_controls(self, request: Request) -> Response:
+        series = self._series_of(request.query_params["meetingId"])
+        if series is None:
+            return _error(404, "Meeting not found.")
+        return _ok({"locked": series in self.locked})
+
+    async def put_controls(self, request: Request) -> Response:
+        series = self._series_of(request.query_params["meetingId"])
+        if series is None:
+            return _error(404, "Meeting not found.")
+        body = await request.json()
+        if body.get("locked") is True:
+            self.locked.add(series)
+        elif body.get("locked") is False:
+            self.locked.discard(series)
+        return _ok({"locked": series in self.locked})
+
+    async def update_participant(self, request: Request) -> Response:
+        participant_id = request.path_params["participant_id"]
+        for meeting_id, people in self.participants.items():
+            for person in people:
+                if person["id"] == participant_id:
+                    body = await request.json()
+                    if body.get("expel") is True:
+                        people.remove(person)
+                        self.expelled.append(participant_id)
+                    elif isinstance(body.get("muted"), bool):
+                        person["muted"] = body["muted"]
+                    answer = {k: v for k, v in person.items() if k != "joinedTime"}
+                    return _ok({**answer, "meetingId": meeting_id})
+        return _error(404, "Participant not found.")

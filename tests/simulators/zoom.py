@@ -15,6 +15,12 @@ Knobs for tests:
     settings_scope_missing  GET /users/{userId}/settings answers Zoom's "token lacks scope"
     user_settings       what GET /users/{userId}/settings reports under `in_meeting`
     participants        meeting id -> live participants
+    join(meeting_id, name=..., email=...)   put someone in a live meeting (invited or
+                        not); returns their participant id
+    add_meeting(host, ...)  a meeting made outside provisioner (weak settings, a PMI...)
+    users               extra active users for GET /users (hosts of meetings are listed
+                        anyway)
+    ended, deleted      meeting ids ended for everyone (PUT .../status) and deleted
     revoke_tokens()     make every issued access token answer 401
     refuse_tokens       answer 401 to every token, even fresh ones
 """
@@ -78,6 +84,7 @@ class ZoomSimulator:
         self.participants: dict[int, list[JsonObject]] = {}
         self.ended: list[int] = []
         self.deleted: list[int] = []
+        self.users: list[str] = []
         self.create_faults = FaultQueue()
         self.registrant_faults = FaultQueue()
         self.reject_creates: list[JsonObject] = []
@@ -103,6 +110,67 @@ class ZoomSimulator:
 
     def revoke_tokens(self) -> None:
         self._tokens.clear()
+
+    def join(self, meeting_id: int | str, *, name: str, email: str | None = None) -> str:
+        """Someone joins the running meeting (as the Dashboard would then list them)."""
+        participant_id = secrets.token_urlsafe(12)
+        person: JsonObject = {
+            "id": participant_id,
+            "user_id": str(secrets.randbelow(10**8)),
+            "user_name": name,
+            "join_time": _now(),
+            "status": "in_meeting",
+        }
+        if email:
+            person["email"] = email
+        self.participants.setdefault(int(meeting_id), []).append(person)
+        return participant_id
+
+    def add_meeting(
+        self,
+        host_email: str,
+        *,
+        topic: str = "Team sync",
+        start_time: str | None = None,
+        password: str = "",
+        waiting_room: bool = True,
+        join_before_host: bool = False,
+        meeting_authentication: bool = True,
+        pmi: bool = False,
+        agenda: str = "",
+    ) -> int:
+        """A meeting the host made in Zoom itself (not through provisioner)."""
+        meeting_id = secrets.randbelow(9 * 10**10) + 10**10
+        stored: JsonObject = {
+            "id": meeting_id,
+            "uuid": base64.b64encode(secrets.token_bytes(16)).decode(),
+            "host_id": "sim-host-" + host_email.split("@")[0],
+            "host_email": host_email.lower(),
+            "topic": topic,
+            "type": 2,
+            "status": "waiting",
+            "start_time": start_time or _now(),
+            "duration": 30,
+            "timezone": "UTC",
+            "agenda": agenda,
+            "created_at": _now(),
+            "password": password,
+            "join_url": f"{JOIN_HOST}/j/{meeting_id}",
+            "start_url": f"{JOIN_HOST}/s/{meeting_id}?zak={secrets.token_urlsafe(16)}",
+            "settings": {
+                "use_pmi": pmi,
+                "waiting_room": waiting_room,
+                "join_before_host": join_before_host,
+                "mute_upon_entry": False,
+                "meeting_authentication": meeting_authentication,
+                "approval_type": 2,
+            },
+        }
+        if pmi:
+            stored["pmi"] = str(secrets.randbelow(9 * 10**9) + 10**9)
+        self.meetings[meeting_id] = stored
+        self.registrants[meeting_id] = []
+        return meeting_id
 
     # -- gateway ----------------------------------------------------------------------
 
@@ -171,6 +239,7 @@ class ZoomSimulator:
     def _app(self) -> Starlette:
         return Starlette(
             routes=[
+                Route("/users", self.list_users, methods=["GET"]),
                 Route("/users/{user}/meetings", self.create_meeting, methods=["POST"]),
                 Route("/users/{user}/meetings", self.list_meetings, methods=["GET"]),
                 Route("/users/{user}/settings", self.get_user_settings, methods=["GET"]),
@@ -243,6 +312,8 @@ class ZoomSimulator:
     async def list_meetings(self, request: Request) -> Response:
         user = request.path_params["user"].lower()
         mine = [m for m in self.meetings.values() if m["host_email"] == user]
+        if request.query_params.get("type") in ("upcoming", "upcoming_meetings"):
+            mine = [m for m in mine if m["id"] not in self.ended]
         size = int(request.query_params.get("page_size", "30"))
         start = int(request.query_params.get("next_page_token") or 0)
         page = mine[start : start + size]
@@ -265,7 +336,23 @@ class ZoomSimulator:
                 "page_size": size,
                 "total_records": len(mine),
                 "next_page_token": str(following) if following else "",
-                "meetings": [{k: m[k] for k in keys} for m in page],
+                "meetings": [{k: m[k] for k in (*keys, "pmi") if k in m} for m in page],
+            }
+        )
+
+    async def list_users(self, request: Request) -> Response:
+        emails = list(
+            dict.fromkeys([*self.users, *(m["host_email"] for m in self.meetings.values())])
+        )
+        return JSONResponse(
+            {
+                "page_size": int(request.query_params.get("page_size", "30")),
+                "total_records": len(emails),
+                "next_page_token": "",
+                "users": [
+                    {"id": "sim-user-" + e.split("@")[0], "email": e, "type": 2, "status": "active"}
+                    for e in emails
+                ],
             }
         )
 

@@ -100,7 +100,7 @@ class GoogleMeetProvider:
         {Control.WAITING_ROOM, Control.SIGN_IN_REQUIRED, Control.PRESENTERS, Control.CHAT}
     )
     features: frozenset[Feature] = frozenset(
-        {Feature.RESCHEDULE, Feature.END_FOR_ALL, Feature.PARTICIPANTS}
+        {Feature.RESCHEDULE, Feature.END_FOR_ALL, Feature.PARTICIPANTS, Feature.LOCK}
     )
 
     def __init__(
@@ -229,6 +229,23 @@ class GoogleMeetProvider:
             for person in await self._client.participants(user, name.split("/", 1)[1]):
                 found.append(participant(person))
         return found
+
+    async def lock(self, meeting: MeetingRef) -> None:
+        """Set the space to RESTRICTED: from now on only people invited through Calendar
+        join without knocking, and the host decides on everyone else. Meet's REST API has
+        no call that removes a participant (participants are read-only), so EXPEL is not
+        offered; the host removes people in the Meet window."""
+        user, calendar, event_id = self._where(meeting)
+        space = await self._space_for(user, calendar, event_id)
+        updated = await self._client.patch_space(
+            user, space_id(space), {"config": {"accessType": "RESTRICTED"}}, LOCKDOWN_MASK
+        )
+        if section(updated, "config").get("accessType") != "RESTRICTED":
+            raise ProviderRejected(
+                f"{PROVIDER_NAME}: the space did not become RESTRICTED",
+                provider=PROVIDER_NAME,
+                field="config.accessType",
+            )
 
     async def aclose(self) -> None:
         await self._client.aclose()

@@ -39,6 +39,14 @@ owner`, and JaaS `features`). Whether a self-hosted Prosody honours them depends
 plugins (e.g. `token_affiliation`); without one, Jitsi makes the first person in the room
 moderator -- another reason join-before-host is not claimed.
 
+In-meeting controls: stock Jitsi Meet has no documented HTTP API to remove a participant,
+lock a room or list who is in it (Jitsi's `mod_muc_kick_participant` Prosody module only
+hangs up SIP gateway callers; other kick or room-stats endpoints are third-party plugins).
+So EXPEL, LOCK, PARTICIPANTS and END_FOR_ALL are not offered: the moderator (the host)
+kicks people, turns the lobby on or sets a room password in the meeting window, and the
+service says so rather than calling an API that a stock deployment lacks. Nor can the
+compliance scan list Jitsi rooms: they exist only while someone is in them.
+
 Rooms are derived from the idempotency key and meeting id (see `tokens.py`), so a retried
 create lands in the same room and never makes a second meeting. Rotating a leaked link
 means a new create with a new idempotency key: a new room, and new tokens for everyone.

@@ -33,6 +33,12 @@ What each control maps to, and therefore what `capabilities` claims:
 
 Graph has no call that ends an online meeting for everyone (the subset has none either),
 so END_FOR_ALL is not offered. Past participants come from attendance reports.
+
+LOCK sets the lobby so that only the organizer bypasses it (dial-in callers included):
+whoever joins from then on waits until the organizer admits them. EXPEL is not offered:
+Graph removes a participant only from a call the app itself has joined as a bot
+(`/communications/calls/{call-id}/participants`), and an online meeting's attendance
+records carry no such call id; the organizer removes people in the Teams window.
 """
 
 from __future__ import annotations
@@ -76,6 +82,9 @@ from provisioner.providers.teams.mapping import (
 
 log = structlog.get_logger(__name__)
 
+# Only the organizer bypasses the lobby; phone callers wait too.
+LOCKED_LOBBY = {"scope": "organizer", "isDialInBypassEnabled": False}
+
 
 class TeamsProvider:
     """Microsoft Teams meetings created through Graph; see the module docstring.
@@ -98,7 +107,9 @@ class TeamsProvider:
             Control.MUTE_ON_ENTRY,
         }
     )
-    features: frozenset[Feature] = frozenset({Feature.RESCHEDULE, Feature.PARTICIPANTS})
+    features: frozenset[Feature] = frozenset(
+        {Feature.RESCHEDULE, Feature.PARTICIPANTS, Feature.LOCK}
+    )
 
     def __init__(
         self,
@@ -220,6 +231,23 @@ class TeamsProvider:
             for record in report.get("attendanceRecords") or []
             if isinstance(record, dict)
         ]
+
+    async def lock(self, meeting: MeetingRef) -> None:
+        """Send everyone but the organizer to the lobby from now on; the answer must show
+        it (a tenant policy that keeps the lobby open makes this fail loudly)."""
+        organizer = meeting.reference.get("organizer")
+        if not organizer:
+            raise ProviderNotFound("the meeting reference has no organizer", provider=PROVIDER_NAME)
+        updated = await self._client.update_meeting(
+            organizer, meeting.provider_meeting_id, {"lobbyBypassSettings": LOCKED_LOBBY}
+        )
+        lobby = section(updated, "lobbyBypassSettings")
+        if lobby.get("scope") != "organizer" or lobby.get("isDialInBypassEnabled") is not False:
+            raise ProviderRejected(
+                "teams: the lobby stayed open (a tenant meeting policy may override it)",
+                provider=PROVIDER_NAME,
+                field="lobbyBypassSettings",
+            )
 
     async def aclose(self) -> None:
         await self._client.aclose()

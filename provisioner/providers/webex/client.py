@@ -339,3 +339,35 @@ class WebexClient:
             "/meetingParticipants",
             {"meetingId": meeting_id, "max": PAGE_SIZE, **self.host_params(host_email)},
         )
+
+    # -- in-meeting controls ----------------------------------------------------------
+
+    async def update_participant(self, participant_id: str, body: JsonObject) -> JsonObject:
+        """PUT /meetingParticipants/{participantId} (mute, admit, expel). Idempotent:
+        expelling someone already gone answers 404, which the caller maps."""
+        return _json(
+            await self.http.request(
+                "PUT",
+                f"/meetingParticipants/{quote(participant_id, safe='')}",
+                json=body,
+                expect=(200,),
+                repeat_safe=True,
+            )
+        )
+
+    async def update_controls(self, meeting_id: str, body: JsonObject) -> JsonObject:
+        """PUT /meetings/controls?meetingId=... (lock, recording) of a live meeting."""
+        return _json(
+            await self.http.request(
+                "PUT",
+                "/meetings/controls",
+                params={"meetingId": meeting_id},
+                json=body,
+                expect=(200,),
+                repeat_safe=True,
+            )
+        )
+
+    async def list_meetings(self, params: dict[str, Any]) -> list[JsonObject]:
+        """GET /meetings with `params` (every page on the API's own origin)."""
+        return await self._pages("/meetings", {"max": PAGE_SIZE, **params})

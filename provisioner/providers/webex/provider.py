@@ -22,6 +22,15 @@ Not claimed:
   personal join links skip sign-in and expire within an hour, so they are not used.
 - invitee_domains, max_duration: Webex does not restrict either.
 
+In-meeting controls (features EXPEL and LOCK): `PUT /meetingParticipants/{id}` with
+`expel: true` removes one participant, and `PUT /meetings/controls` with `locked: true`
+locks a running meeting. Both need the token's user to be the host or a co-host. Webex
+documents that a participant using the Webex Meetings App may not see an expel applied
+(the API reports success) unless closed captions or the Webex Assistant are on; the
+README ("In-meeting controls") repeats this for hosts.
+
+The compliance scan (`list_upcoming`, `apply_settings`) is in `inventory.py`.
+
 Webex sends no email of its own (`sendEmail: false` everywhere): provisioner delivers.
 """
 
@@ -39,6 +48,7 @@ import httpx
 
 from provisioner.policy.model import Chat, Control, MeetingSettings, Presenters
 from provisioner.providers.base import (
+    ExistingMeeting,
     Feature,
     JoinDetails,
     MeetingRef,
@@ -48,9 +58,10 @@ from provisioner.providers.base import (
     Person,
     ProvisionedMeeting,
 )
-from provisioner.providers.errors import ProviderRejected
+from provisioner.providers.errors import ProviderNotFound, ProviderRejected
 from provisioner.providers.webex.client import PROVIDER_NAME, JsonObject, WebexClient
 from provisioner.providers.webex.config import WebexConfig
+from provisioner.providers.webex.inventory import existing_meeting, fix_body
 
 TAG_PREFIX = "provisioner:"
 LOBBY = "allowJoinWithLobby"
@@ -110,7 +121,13 @@ class WebexProvider:
         }
     )
     features: frozenset[Feature] = frozenset(
-        {Feature.RESCHEDULE, Feature.END_FOR_ALL, Feature.PARTICIPANTS}
+        {
+            Feature.RESCHEDULE,
+            Feature.END_FOR_ALL,
+            Feature.PARTICIPANTS,
+            Feature.EXPEL,
+            Feature.LOCK,
+        }
     )
 
     def __init__(
@@ -350,6 +367,62 @@ class WebexProvider:
             )
             for p in people
         ]
+
+    async def expel(self, meeting: MeetingRef, participant_id: str) -> None:
+        """Remove one participant (`provider_participant_id` from `list_participants`).
+
+        Only someone Webex lists in this meeting is expelled: an id from another meeting
+        is refused before any change, so a caller cannot reach into a meeting it was not
+        asked about."""
+        present = {p.provider_participant_id for p in await self.list_participants(meeting)}
+        if participant_id not in present:
+            raise ProviderNotFound("webex: no such participant in this meeting", provider=self.name)
+        await self.client.update_participant(participant_id, {"expel": True})
+
+    async def lock(self, meeting: MeetingRef) -> None:
+        """Lock the running meeting: nobody new gets in, whatever their invitation."""
+        answer = await self.client.update_controls(meeting.provider_meeting_id, {"locked": True})
+        if answer.get("locked") is not True:
+            raise ProviderRejected(
+                "webex: the meeting did not lock", provider=self.name, field="locked"
+            )
+
+    async def list_upcoming(
+        self, *, hosts: Sequence[str], until: datetime
+    ) -> Sequence[ExistingMeeting]:
+        """Scheduled meetings from now to `until`, per host (the token's own user when
+        `hosts` is empty; naming other hosts needs an admin token and `act_for_host`)."""
+        window = {
+            "meetingType": "scheduledMeeting",
+            "from": _utc(datetime.now(UTC)),
+            "to": _utc(until),
+        }
+        found: list[ExistingMeeting] = []
+        for host in list(dict.fromkeys(h.strip().lower() for h in hosts)) or [""]:
+            params = {**window, **(self.client.host_params(host) if host else {})}
+            for item in await self.client.list_meetings(params):
+                if item.get("state") in ("ended", "missed", "expired"):
+                    continue
+                found.append(existing_meeting(item, host or str(item.get("hostEmail", ""))))
+        return found
+
+    async def apply_settings(
+        self, meeting: ExistingMeeting, settings: MeetingSettings
+    ) -> frozenset[Control]:
+        """PATCH the weaker settings of the whole series; the link stays the same. A
+        personal-room meeting cannot be changed through this API (the host moves it)."""
+        length = min(
+            max(settings.passcode_min_length, MIN_PASSCODE_LENGTH),
+            self._config.max_passcode_length,
+        )
+        body, changed = fix_body(meeting, settings, password_length=length)
+        if body:
+            series = meeting.reference.get("series_id") or meeting.provider_meeting_id
+            host = meeting.reference.get("host_email") or meeting.host_email
+            await self.client.update_meeting(
+                series, {**body, "sendEmail": False, **self.client.host_params(host)}
+            )
+        return changed
 
     async def find_created(
         self, meeting_id: str, *, host_email: str, start: datetime, end: datetime

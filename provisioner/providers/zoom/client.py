@@ -326,3 +326,15 @@ class ZoomClient:
             {"type": "live", "include_fields": "registrant_id"},
             "participants",
         )
+
+    # -- the compliance scan ----------------------------------------------------------
+
+    async def active_users(self, *, max_pages: int = 20) -> list[JsonObject]:
+        """GET /users?status=active: every user whose meetings the scan reads."""
+        return await self._paged("/users", {"status": "active"}, "users", max_pages=max_pages)
+
+    async def upcoming_meetings(self, host_email: str) -> list[JsonObject]:
+        """GET /users/{userId}/meetings?type=upcoming (summaries; no settings)."""
+        return await self._paged(
+            user_path(host_email) + "/meetings", {"type": "upcoming"}, "meetings"
+        )

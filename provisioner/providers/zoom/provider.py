@@ -31,6 +31,14 @@ meeting at its scheduled end).
 The host's link is the meeting's `join_url`: the host signs in and Zoom recognises them.
 `start_url` is not used: it embeds a host token that expires within hours.
 
+In-meeting controls: Zoom's REST API (Meeting API v2, `PATCH /live_meetings/{id}/events`)
+controls recording and invitations only. It has no call to remove a participant or to lock
+a running meeting, so EXPEL and LOCK are not offered: the host removes someone, or locks
+the meeting, from the meeting window's Security menu. Ending for everyone is offered.
+
+The compliance scan (`list_upcoming`, `apply_settings`) reads every active user's upcoming
+meetings, whoever created them; see `inventory.py`.
+
 The mapping itself (request bodies out, read-back comparison in) is in `mapping.py`; the
 calls, token handling and create-once writes are in `client.py`.
 """
@@ -47,8 +55,9 @@ from typing import ClassVar
 import httpx
 import structlog
 
-from provisioner.policy.model import Control
+from provisioner.policy.model import Control, MeetingSettings
 from provisioner.providers.base import (
+    ExistingMeeting,
     Feature,
     JoinDetails,
     MeetingRef,
@@ -65,6 +74,7 @@ from provisioner.providers.errors import (
 )
 from provisioner.providers.zoom.client import PROVIDER_NAME, JsonObject, ZoomClient
 from provisioner.providers.zoom.config import ZOOM_MAX_PASSCODE, ZoomConfig
+from provisioner.providers.zoom.inventory import existing_meeting, fix_body
 from provisioner.providers.zoom.mapping import (
     chat_ok,
     compare,
@@ -317,3 +327,37 @@ class ZoomProvider:
         if found is None:
             return None
         return MeetingRef(str(found["id"]), {"host_email": host_email})
+
+    # -- compliance scan --------------------------------------------------------------
+
+    async def list_upcoming(
+        self, *, hosts: Sequence[str], until: datetime
+    ) -> Sequence[ExistingMeeting]:
+        """Each host's upcoming meetings (every active user's when `hosts` is empty), read
+        one by one for their settings. Meetings starting after `until` are skipped; a
+        recurring meeting with no fixed time is kept."""
+        emails = list(hosts) or [
+            str(u["email"]) for u in await self.client.active_users() if u.get("email")
+        ]
+        found: list[ExistingMeeting] = []
+        for email in dict.fromkeys(e.strip().lower() for e in emails):
+            for summary in await self.client.upcoming_meetings(email):
+                start = when(summary.get("start_time"))
+                if start is not None and start > until:
+                    continue
+                try:
+                    detail = await self.client.get_meeting(int(summary["id"]))
+                except ProviderNotFound:
+                    continue  # deleted between the listing and the read
+                found.append(existing_meeting(summary, detail, email))
+        return found
+
+    async def apply_settings(
+        self, meeting: ExistingMeeting, settings: MeetingSettings
+    ) -> frozenset[Control]:
+        """PATCH the weaker settings to the policy's; the meeting keeps its id and link.
+        A personal meeting ID cannot be changed here (the host reschedules it)."""
+        body, changed = fix_body(meeting, settings, authentication_option=self._option)
+        if body:
+            await self.client.update_meeting(int(meeting.provider_meeting_id), body)
+        return changed

@@ -123,7 +123,12 @@ class TestContract:
     def test_is_a_meeting_provider_with_honest_declarations(self, meet: GoogleMeetProvider) -> None:
         assert isinstance(meet, MeetingProvider)
         assert meet.capabilities == EXPECTED  # no passcode: Meet has none
-        assert meet.features == {Feature.RESCHEDULE, Feature.END_FOR_ALL, Feature.PARTICIPANTS}
+        assert meet.features == {
+            Feature.RESCHEDULE,
+            Feature.END_FOR_ALL,
+            Feature.PARTICIPANTS,
+            Feature.LOCK,
+        }
 
     async def test_registry_builds_it_from_its_settings_table(self) -> None:
         key, _ = google.service_account_key(TOKEN_URI)
@@ -446,3 +451,31 @@ class TestErrorMapping:
             )
         assert any("accessType" in v for v in sim.violations)
         sim.violations.clear()
+
+
+class TestLock:
+    async def test_lock_makes_the_space_restricted(
+        self, sim: google.GoogleSimulator, meet: GoogleMeetProvider
+    ) -> None:
+        settings = dataclasses.replace(
+            shipped_settings(), waiting_room=False, join_before_host=True
+        )
+        created = await meet.create(make_spec(settings=settings), idempotency_key="key-1")
+        space = sim.space_of(HOST, created.provider_meeting_id)
+        assert space is not None and space["config"]["accessType"] == "TRUSTED"
+
+        await meet.lock(created.ref)
+
+        assert space["config"]["accessType"] == "RESTRICTED"
+
+    async def test_a_space_that_stays_open_makes_lock_fail_loudly(
+        self, sim: google.GoogleSimulator, meet: GoogleMeetProvider
+    ) -> None:
+        settings = dataclasses.replace(
+            shipped_settings(), waiting_room=False, join_before_host=True
+        )
+        created = await meet.create(make_spec(settings=settings), idempotency_key="key-1")
+        sim.drop_access_type = True
+
+        with pytest.raises(ProviderRejected):
+            await meet.lock(created.ref)

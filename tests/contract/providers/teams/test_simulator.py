@@ -136,7 +136,7 @@ class TestContract:
     def test_is_a_meeting_provider_with_honest_declarations(self, teams: TeamsProvider) -> None:
         assert isinstance(teams, MeetingProvider)
         assert teams.capabilities == EXPECTED
-        assert teams.features == {Feature.RESCHEDULE, Feature.PARTICIPANTS}
+        assert teams.features == {Feature.RESCHEDULE, Feature.PARTICIPANTS, Feature.LOCK}
 
     async def test_registry_builds_it_from_its_settings_table(self) -> None:
         providers = build_providers(
@@ -479,3 +479,34 @@ class TestErrorMapping:
             )
         assert any("allowedPresenters" in v for v in sim.violations)
         sim.violations.clear()
+
+
+class TestLock:
+    async def test_lock_sends_everyone_but_the_organizer_to_the_lobby(
+        self, sim: graph.GraphSimulator, teams: TeamsProvider
+    ) -> None:
+        loose = dataclasses.replace(
+            shipped_settings(), waiting_room=False, join_before_host=True, sign_in_required=False
+        )
+        created = await teams.create(make_spec(settings=loose), idempotency_key="key-1")
+        stored = sim.meetings[created.provider_meeting_id]
+        assert stored["lobbyBypassSettings"]["scope"] == "everyone"
+
+        await teams.lock(created.ref)
+
+        assert stored["lobbyBypassSettings"] == {
+            "scope": "organizer",
+            "isDialInBypassEnabled": False,
+        }
+
+    async def test_a_tenant_that_keeps_the_lobby_open_makes_lock_fail_loudly(
+        self, sim: graph.GraphSimulator, teams: TeamsProvider
+    ) -> None:
+        loose = dataclasses.replace(
+            shipped_settings(), waiting_room=False, join_before_host=True, sign_in_required=False
+        )
+        created = await teams.create(make_spec(settings=loose), idempotency_key="key-1")
+        sim.drop_lobby = True
+
+        with pytest.raises(ProviderRejected):
+            await teams.lock(created.ref)

@@ -19,8 +19,10 @@ import httpx
 import pytest
 
 from provisioner.policy.document import load_policy
+from provisioner.policy.model import Control
 from provisioner.policy.resolve import effective_for_groups
-from provisioner.providers.base import MeetingSpec, Person
+from provisioner.providers.base import ExistingMeeting, MeetingRef, MeetingSpec, Person
+from provisioner.providers.errors import ProviderRejected
 from provisioner.providers.webex import WebexConfig, WebexProvider
 from tests.contract.providers import RecordingTransport
 from tests.support.prism import SPECS, PrismServer, prism
@@ -156,3 +158,71 @@ async def test_verify_reschedule_invite_end_participants_cancel_and_lookup_pass_
     [lookup] = [e for e in recorder.exchanges if (e.method, e.path) == ("GET", "/meetings")]
     assert lookup.query["integrationTag"] == f"provisioner:{MEETING_ID}"
     assert lookup.query["from"] == "2030-01-01T09:00:00Z"
+
+
+async def test_expel_and_lock_send_exactly_what_the_spec_describes(
+    webex: tuple[WebexProvider, RecordingTransport],
+) -> None:
+    provider, recorder = webex
+    meeting = MeetingRef("560d7b784f5143e3be2fc3064a5c4999", {"host_email": "hanna@example.com"})
+    [someone] = await provider.list_participants(meeting)
+    assert someone.provider_participant_id
+
+    await provider.expel(meeting, someone.provider_participant_id)
+    # Prism's canned answer says `locked: false`; a lock that did not take is an error.
+    with pytest.raises(ProviderRejected):
+        await provider.lock(meeting)
+
+    assert recorder.problems() == []
+    [expel] = recorder.find("PUT", "/meetingParticipants/")
+    assert expel.path == f"/meetingParticipants/{someone.provider_participant_id}"
+    assert expel.body == {"expel": True}
+    [lock] = recorder.find("PUT", "/meetings/controls")
+    assert lock.query == {"meetingId": "560d7b784f5143e3be2fc3064a5c4999"}
+    assert lock.body == {"locked": True}
+
+
+async def test_the_compliance_scan_reads_and_fixes_within_the_spec(
+    webex: tuple[WebexProvider, RecordingTransport],
+) -> None:
+    provider, recorder = webex
+    weak = ExistingMeeting(
+        provider="webex",
+        provider_meeting_id="870f51ff287b41be84648412901e0402_20300101T100000Z",
+        host_email="carl@example.com",
+        topic="Team sync",
+        start=None,
+        passcode_set=False,
+        waiting_room=False,
+        sign_in_required=None,
+        join_before_host=True,
+        personal_meeting_id=False,
+        reference={
+            "host_email": "carl@example.com",
+            "series_id": "870f51ff287b41be84648412901e0402",
+        },
+    )
+
+    found = await provider.list_upcoming(
+        hosts=["carl@example.com"], until=datetime(2031, 1, 1, tzinfo=UTC)
+    )
+    changed = await provider.apply_settings(weak, shipped_spec().settings)
+
+    assert recorder.problems() == []
+    assert found, "Prism's example listing has meetings"
+    [listing] = [e for e in recorder.exchanges if (e.method, e.path) == ("GET", "/meetings")]
+    assert listing.query["meetingType"] == "scheduledMeeting"
+    assert listing.query["to"] == "2031-01-01T00:00:00Z"
+    assert listing.query["hostEmail"] == "carl@example.com"
+    [patch] = recorder.find("PATCH", "/meetings/870f51ff287b41be84648412901e0402")
+    assert patch.content_type == "application/json-patch+json"
+    body = dict(patch.body)
+    assert PASSCODE.match(body.pop("password"))
+    assert body == {
+        "unlockedMeetingJoinSecurity": "allowJoinWithLobby",
+        "enabledJoinBeforeHost": False,
+        "enableConnectAudioBeforeHost": False,
+        "sendEmail": False,
+        "hostEmail": "carl@example.com",
+    }
+    assert changed == {Control.PASSCODE, Control.WAITING_ROOM, Control.JOIN_BEFORE_HOST}

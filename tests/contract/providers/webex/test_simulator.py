@@ -20,7 +20,14 @@ from pydantic import ValidationError
 from provisioner.meetings.enforcement import confirmed_enforcement, restrictive_controls
 from provisioner.meetings.errors import VerificationFailed
 from provisioner.policy.model import Chat, Control, MeetingSettings, Presenters
-from provisioner.providers.base import Feature, MeetingProvider, MeetingSpec, Person
+from provisioner.providers.base import (
+    ExpelsParticipants,
+    Feature,
+    LocksMeetings,
+    MeetingProvider,
+    MeetingSpec,
+    Person,
+)
 from provisioner.providers.errors import (
     ProviderAuthFailed,
     ProviderNotFound,
@@ -101,7 +108,15 @@ def invitee_emails(sim: WebexSimulator, meeting_id: str) -> list[str]:
 async def test_it_is_a_meeting_provider_with_an_honest_table(webex: Harness) -> None:
     provider = webex.provider
     assert isinstance(provider, MeetingProvider)
-    assert provider.features == {Feature.RESCHEDULE, Feature.END_FOR_ALL, Feature.PARTICIPANTS}
+    assert provider.features == {
+        Feature.RESCHEDULE,
+        Feature.END_FOR_ALL,
+        Feature.PARTICIPANTS,
+        Feature.EXPEL,
+        Feature.LOCK,
+    }
+    assert isinstance(provider, ExpelsParticipants)
+    assert isinstance(provider, LocksMeetings)
     # Sign-in is a Control Hub site setting the meetings API cannot set or read; every
     # invitee gets the same webLink.
     assert Control.SIGN_IN_REQUIRED not in provider.capabilities
@@ -299,3 +314,90 @@ async def test_the_simulator_refuses_requests_outside_the_spec(webex: Harness) -
     assert "'lobby' is not one of" in response.text
     assert len(webex.sim.violations) == 1
     webex.sim.violations.clear()  # expected here; the fixture asserts none otherwise
+
+
+class TestInMeetingControls:
+    async def test_an_uninvited_participant_is_seen_expelled_and_the_meeting_locked(
+        self, webex: Harness
+    ) -> None:
+        created = await webex.provider.create(make_spec(), idempotency_key="k")
+        meeting_id = created.provider_meeting_id
+        ann = webex.sim.join(meeting_id, name="Ann Lee", email="Ann@example.com", invitee=True)
+        stranger = webex.sim.join(meeting_id, name="Mallory")
+
+        people = await webex.provider.list_participants(created.ref)
+        await webex.provider.expel(created.ref, stranger)
+        await webex.provider.lock(created.ref)
+        after = await webex.provider.list_participants(created.ref)
+
+        assert [(p.provider_participant_id, p.email) for p in people] == [
+            (ann, "ann@example.com"),
+            (stranger, None),
+        ]
+        assert webex.sim.expelled == [stranger]
+        assert [p.provider_participant_id for p in after] == [ann]
+        assert webex.sim.locked == {meeting_id}
+
+    async def test_a_participant_of_another_meeting_is_not_expelled(self, webex: Harness) -> None:
+        first = await webex.provider.create(make_spec(1), idempotency_key="a")
+        second = await webex.provider.create(make_spec(2), idempotency_key="b")
+        elsewhere = webex.sim.join(second.provider_meeting_id, name="Bob")
+
+        with pytest.raises(ProviderNotFound):
+            await webex.provider.expel(first.ref, elsewhere)
+
+        assert webex.sim.expelled == []
+
+    async def test_locking_a_meeting_that_is_gone_is_not_found(self, webex: Harness) -> None:
+        created = await webex.provider.create(make_spec(), idempotency_key="k")
+        await webex.provider.delete(created.ref)
+
+        with pytest.raises(ProviderNotFound):
+            await webex.provider.lock(created.ref)
+
+
+class TestComplianceScan:
+    UNTIL = datetime(2031, 1, 1, tzinfo=UTC)
+
+    async def test_upcoming_meetings_are_listed_with_their_settings(self, webex: Harness) -> None:
+        ours = await webex.provider.create(make_spec(), idempotency_key="k")
+        weak = webex.sim.add_meeting(
+            HOST.email, password="", lobby=False, join_before_host=True, personal_room=True
+        )
+
+        found = {
+            m.reference["series_id"]: m
+            for m in await webex.provider.list_upcoming(hosts=[HOST.email], until=self.UNTIL)
+        }
+
+        assert set(found) == {ours.provider_meeting_id, weak}
+        mine = found[ours.provider_meeting_id]
+        assert mine.created_by == make_spec().meeting_id
+        assert (mine.passcode_set, mine.waiting_room, mine.join_before_host) == (True, True, False)
+        assert mine.sign_in_required is None  # a site setting the API does not report
+        other = found[weak]
+        assert other.created_by is None
+        assert (other.passcode_set, other.waiting_room, other.join_before_host) == (
+            False,
+            False,
+            True,
+        )
+        assert other.personal_meeting_id is True
+
+    async def test_apply_settings_patches_the_series_and_a_re_read_shows_it(
+        self, webex: Harness
+    ) -> None:
+        weak = webex.sim.add_meeting(HOST.email, password="", lobby=False, join_before_host=True)
+        [meeting] = await webex.provider.list_upcoming(hosts=[HOST.email], until=self.UNTIL)
+
+        changed = await webex.provider.apply_settings(meeting, SETTINGS)
+        [again] = await webex.provider.list_upcoming(hosts=[HOST.email], until=self.UNTIL)
+
+        assert changed == {Control.PASSCODE, Control.WAITING_ROOM, Control.JOIN_BEFORE_HOST}
+        assert len(webex.sim.meetings[weak]["password"]) >= 10
+        assert (again.passcode_set, again.waiting_room, again.join_before_host) == (
+            True,
+            True,
+            False,
+        )
+        assert await webex.provider.apply_settings(again, SETTINGS) == frozenset()

@@ -18,8 +18,9 @@ import httpx
 import pytest
 
 from provisioner.policy.document import load_policy
+from provisioner.policy.model import Control
 from provisioner.policy.resolve import effective_for_groups
-from provisioner.providers.base import MeetingSpec, Person
+from provisioner.providers.base import ExistingMeeting, MeetingSpec, Person
 from provisioner.providers.zoom import ZoomConfig, ZoomProvider
 from tests.contract.providers import RecordingTransport
 from tests.support.prism import SPECS, PrismServer, prism
@@ -164,4 +165,50 @@ async def test_revoking_removed_invitees_passes_prism(
     assert revoke.body == {
         "action": "cancel",
         "registrants": [{"email": "bob@partner.example.org"}],
+    }
+
+
+async def test_the_compliance_scan_reads_and_fixes_within_the_spec(
+    zoom: tuple[ZoomProvider, RecordingTransport],
+) -> None:
+    provider, recorder = zoom
+    weak = ExistingMeeting(
+        provider="zoom",
+        provider_meeting_id="85746065432",
+        host_email="carl@example.com",
+        topic="Team sync",
+        start=None,
+        passcode_set=False,
+        waiting_room=False,
+        sign_in_required=False,
+        join_before_host=True,
+        personal_meeting_id=False,
+    )
+    settings = shipped_spec().settings
+
+    found = await provider.list_upcoming(hosts=[], until=datetime(2031, 1, 1, tzinfo=UTC))
+    changed = await provider.apply_settings(weak, settings)
+
+    assert recorder.problems() == []
+    assert found, "Prism's example user has an example meeting"
+    assert recorder.find("GET", "/users")[0].query["status"] == "active"
+    listing = recorder.find("GET", "/users/", "/meetings")[0]
+    assert listing.query["type"] == "upcoming"
+    [patch] = recorder.find("PATCH", "/meetings/85746065432")
+    body = dict(patch.body)
+    assert PASSCODE.match(body.pop("password"))
+    assert body == {
+        "settings": {
+            "waiting_room": True,
+            "meeting_authentication": True,
+            "authentication_option": AUTH_OPTION,
+            "authentication_domains": ",".join(settings.sign_in_domains),
+            "join_before_host": False,
+        }
+    }
+    assert changed == {
+        Control.PASSCODE,
+        Control.WAITING_ROOM,
+        Control.SIGN_IN_REQUIRED,
+        Control.JOIN_BEFORE_HOST,
     }

@@ -18,7 +18,14 @@ import pytest
 from provisioner.meetings.enforcement import confirmed_enforcement, restrictive_controls
 from provisioner.meetings.errors import VerificationFailed
 from provisioner.policy.model import Chat, Control, MeetingSettings, Presenters
-from provisioner.providers.base import Feature, MeetingProvider, MeetingSpec, Person
+from provisioner.providers.base import (
+    ExpelsParticipants,
+    Feature,
+    LocksMeetings,
+    MeetingProvider,
+    MeetingSpec,
+    Person,
+)
 from provisioner.providers.errors import (
     ProviderAuthFailed,
     ProviderNotFound,
@@ -101,6 +108,9 @@ async def test_it_is_a_meeting_provider_with_an_honest_table(zoom: Harness) -> N
     provider = zoom.provider
     assert isinstance(provider, MeetingProvider)
     assert provider.features == {Feature.RESCHEDULE, Feature.END_FOR_ALL, Feature.PARTICIPANTS}
+    # Zoom's REST API has no call to remove a participant or lock a running meeting.
+    assert not isinstance(provider, ExpelsParticipants)
+    assert not isinstance(provider, LocksMeetings)
     assert Control.INVITEE_DOMAINS not in provider.capabilities
     assert Control.MAX_DURATION not in provider.capabilities
 
@@ -371,3 +381,88 @@ async def test_unreadable_host_settings_leave_sharing_and_chat_unclaimed(zoom: H
         Control.PRESENTERS: "the host's settings could not be read (scope user:read:admin?)",
         Control.CHAT: "the host's settings could not be read (scope user:read:admin?)",
     }
+
+
+async def test_an_uninvited_participant_is_listed_with_an_id_and_the_meeting_ends(
+    zoom: Harness,
+) -> None:
+    created = await zoom.provider.create(make_spec(), idempotency_key="k")
+    invited = zoom.sim.join(created.provider_meeting_id, name="Ann Lee", email="ann@example.com")
+    stranger = zoom.sim.join(created.provider_meeting_id, name="Mallory")
+
+    people = await zoom.provider.list_participants(created.ref)
+    await zoom.provider.end(created.ref)
+
+    assert [(p.provider_participant_id, p.email) for p in people] == [
+        (invited, "ann@example.com"),
+        (stranger, None),
+    ]
+    assert zoom.sim.ended == [int(created.provider_meeting_id)]
+
+
+class TestComplianceScan:
+    async def test_upcoming_meetings_of_every_user_are_read_with_their_settings(
+        self, zoom: Harness
+    ) -> None:
+        ours = await zoom.provider.create(make_spec(), idempotency_key="k")
+        weak = zoom.sim.add_meeting(
+            "carl@example.com",
+            password="",
+            waiting_room=False,
+            join_before_host=True,
+            meeting_authentication=False,
+            pmi=True,
+        )
+        zoom.sim.users.append("idle@example.com")
+
+        found = {
+            m.provider_meeting_id: m
+            for m in await zoom.provider.list_upcoming(
+                hosts=[], until=datetime(2031, 1, 1, tzinfo=UTC)
+            )
+        }
+
+        assert set(found) == {ours.provider_meeting_id, str(weak)}
+        mine = found[ours.provider_meeting_id]
+        assert mine.created_by == make_spec().meeting_id
+        assert (mine.passcode_set, mine.waiting_room, mine.join_before_host) == (True, True, False)
+        assert (mine.sign_in_required, mine.personal_meeting_id) == (True, False)
+        other = found[str(weak)]
+        assert other.created_by is None
+        assert other.host_email == "carl@example.com"
+        assert (other.passcode_set, other.waiting_room, other.join_before_host) == (
+            False,
+            False,
+            True,
+        )
+        assert (other.sign_in_required, other.personal_meeting_id) == (False, True)
+
+    async def test_meetings_after_the_window_are_left_out(self, zoom: Harness) -> None:
+        zoom.sim.add_meeting("carl@example.com", start_time="2032-05-01T10:00:00Z")
+
+        found = await zoom.provider.list_upcoming(
+            hosts=["carl@example.com"], until=datetime(2031, 1, 1, tzinfo=UTC)
+        )
+
+        assert found == []
+
+    async def test_apply_settings_patches_only_the_weak_ones(self, zoom: Harness) -> None:
+        weak = zoom.sim.add_meeting(
+            "carl@example.com", password="", waiting_room=False, join_before_host=True
+        )
+        [meeting] = await zoom.provider.list_upcoming(
+            hosts=["carl@example.com"], until=datetime(2031, 1, 1, tzinfo=UTC)
+        )
+
+        changed = await zoom.provider.apply_settings(meeting, SETTINGS)
+
+        assert changed == {Control.PASSCODE, Control.WAITING_ROOM, Control.JOIN_BEFORE_HOST}
+        stored = zoom.sim.meetings[weak]
+        assert len(stored["password"]) == 10
+        assert stored["settings"]["waiting_room"] is True
+        assert stored["settings"]["join_before_host"] is False
+        assert ("PATCH", f"/meetings/{weak}") in zoom.sim.requests
+        [again] = await zoom.provider.list_upcoming(
+            hosts=["carl@example.com"], until=datetime(2031, 1, 1, tzinfo=UTC)
+        )
+        assert await zoom.provider.apply_settings(again, SETTINGS) == frozenset()
