@@ -31,6 +31,8 @@ test: $(STAMP) $(NODE_STAMP)
 	if [ $$status -eq 5 ]; then echo 'no tests were collected' >&2; exit 1; fi; exit $$status
 
 bench: $(STAMP)
+	$(BIN)/python -m bench.provision
+	$(BIN)/python -m bench.startup
 	$(BIN)/python -m bench.delivery_smtp
 	$(BIN)/python -m bench.list_meetings
 

@@ -5,16 +5,25 @@ on this machine, writers queueing on SQLite's database lock through a larger poo
 lower throughput and a p99 over a second; one connection serialises writes in Python
 instead (see ../shared/DESIGN.md, Performance notes). The consequence for callers: never
 hold two sessions at once, and never hold one across a network call.
+
+aiosqlite runs each call on the connection's own thread, and SQLAlchemy's adapter makes
+three or four such calls per statement (open a cursor, execute, fetch, close), each a
+thread hop that costs far more CPU than the statement itself. `_InlineConnection` runs
+statements on the event loop instead and uses the thread only to wait for a lock held by
+another process (measured in `bench/provision.py`; see the README's Performance section).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiosqlite
 from sqlalchemy import DateTime, Dialect, TypeDecorator, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
@@ -41,10 +50,176 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
         engine = create_async_engine(url, **kwargs)
+        event.listen(engine.sync_engine, "do_connect", _use_inline_connection)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
     return create_async_engine(url, **kwargs)
+
+
+def _use_inline_connection(
+    _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]
+) -> None:
+    """Make SQLAlchemy's aiosqlite adapter connect through `_InlineConnection`."""
+    cparams["async_creator_fn"] = _inline_connect
+
+
+def _inline_connect(database: str, **kwargs: Any) -> _InlineConnection:
+    # Opened on aiosqlite's thread, then used from the event loop's too -- never from both
+    # at once (see `_InlineConnection`).
+    kwargs["check_same_thread"] = False
+    connection = _InlineConnection(lambda: sqlite3.connect(database, **kwargs), 64)
+    connection._thread.daemon = True  # as SQLAlchemy does for aiosqlite.connect
+    return connection
+
+
+BUSY_TIMEOUT_SECONDS = 30.0  # how long a statement waits for another process's lock
+_EAGER_ROWS = 256  # rows read with the statement itself; more are read on demand
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    """SQLITE_BUSY proper: another connection holds the lock, and waiting may help."""
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+
+
+def _patiently(function: Callable[..., Any], *args: Any) -> Any:
+    """On aiosqlite's thread: retry a busy call until the lock is free (SQLite's own busy
+    handler does the same; ours runs there so that waiting never blocks the event loop)."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    delay = 0.001
+    while True:
+        try:
+            return function(*args)
+        except sqlite3.OperationalError as error:
+            if not _busy(error) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+class _InlineCursor:
+    """An aiosqlite-shaped cursor whose statement runs on the event loop, and reads.
+
+    Up to `_EAGER_ROWS` rows are read with the statement and the sqlite3 cursor closed; a
+    longer result (a streamed `verify_chain`, say) keeps its cursor and is read in further
+    calls, so memory stays bounded.
+    """
+
+    def __init__(self, connection: _InlineConnection) -> None:
+        self._connection = connection
+        self._cursor: sqlite3.Cursor | None = None
+        self._rows: list[Any] = []
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
+
+    async def __aenter__(self) -> _InlineCursor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    def _run(self, call: Callable[[sqlite3.Cursor], object]) -> tuple[Any, ...]:
+        """Run `call` on a fresh cursor and read what we can."""
+        cursor = self._connection._conn.cursor()
+        more = False
+        try:
+            call(cursor)
+            rows: list[Any] = []
+            if cursor.description is not None:
+                rows = cursor.fetchmany(_EAGER_ROWS)
+                more = len(rows) == _EAGER_ROWS
+            return cursor.description, cursor.rowcount, cursor.lastrowid, rows, more, cursor
+        finally:
+            if not more:
+                cursor.close()
+
+    async def _start(self, call: Callable[[sqlite3.Cursor], object]) -> None:
+        await self.close()
+        result = await self._connection.run(self._run, call)
+        self.description, self.rowcount, self.lastrowid, self._rows, more, cursor = result
+        self._cursor = cursor if more else None
+
+    async def execute(self, sql: str, parameters: Any = None) -> _InlineCursor:
+        params = () if parameters is None else parameters
+        await self._start(lambda cursor: cursor.execute(sql, params))
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> _InlineCursor:
+        rows = list(parameters)  # a retry after SQLITE_BUSY must see them all again
+        await self._start(lambda cursor: cursor.executemany(sql, rows))
+        return self
+
+    async def _more(self, size: int | None) -> None:
+        cursor = self._cursor
+        if cursor is None:
+            return
+        fetched: list[Any] = await self._connection.run(
+            cursor.fetchall if size is None else cursor.fetchmany,
+            *(() if size is None else (size,)),
+        )
+        if size is None or len(fetched) < size:
+            await self.close()
+        self._rows.extend(fetched)
+
+    async def fetchone(self) -> Any:
+        if not self._rows:
+            await self._more(_EAGER_ROWS)
+        return self._rows.pop(0) if self._rows else None
+
+    async def fetchmany(self, size: int | None = None) -> Sequence[Any]:
+        wanted = self.arraysize if size is None else size
+        if len(self._rows) < wanted:
+            await self._more(max(wanted - len(self._rows), _EAGER_ROWS))
+        batch, self._rows = self._rows[:wanted], self._rows[wanted:]
+        return batch
+
+    async def fetchall(self) -> Sequence[Any]:
+        await self._more(None)
+        rows, self._rows = self._rows, []
+        return rows
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while rows := await self.fetchmany(_EAGER_ROWS):
+            for row in rows:
+                yield row
+
+    async def close(self) -> None:
+        cursor, self._cursor = self._cursor, None
+        if cursor is not None:
+            cursor.close()
+
+
+class _InlineConnection(aiosqlite.Connection):
+    """aiosqlite's connection, with statements run on the event loop's thread.
+
+    A statement on a local SQLite file takes microseconds; handing it to aiosqlite's
+    thread and back cost far more CPU (each hop wakes a thread, contends for the GIL and
+    wakes the loop, and SQLAlchemy's adapter made three or four hops per statement). So
+    statements, commits and rollbacks run inline with SQLite's busy timeout at zero: when
+    another process holds the lock, the call is handed to aiosqlite's thread, which waits
+    there (`_patiently`) while the loop serves other requests. The pool holds one
+    connection and SQLAlchemy awaits each call, so the two threads never use it at once.
+    """
+
+    def cursor(self) -> _InlineCursor:  # type: ignore[override]
+        return _InlineCursor(self)
+
+    async def run(self, function: Callable[..., Any], *args: Any) -> Any:
+        """`function(*args)` here, or on aiosqlite's thread while the database is busy."""
+        try:
+            return function(*args)
+        except sqlite3.OperationalError as error:
+            if not _busy(error):
+                raise
+        return await self._execute(_patiently, function, *args)  # type: ignore[no-untyped-call]
+
+    async def commit(self) -> None:
+        await self.run(self._conn.commit)
+
+    async def rollback(self) -> None:
+        await self.run(self._conn.rollback)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -52,7 +227,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA busy_timeout=0")  # waiting for a lock: see `_patiently`
     cursor.close()
 
 

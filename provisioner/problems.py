@@ -14,11 +14,18 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.errors import FieldError, ProvisionerError
 from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
+from provisioner.incidents.errors import (
+    EvidenceTampered,
+    IncidentNotFound,
+    InvalidIncident,
+    TransitionRefused,
+)
 from provisioner.meetings.errors import (
     ControlNotEnforceable,
     InvalidRequest,
@@ -49,6 +56,10 @@ STATUS_BY_ERROR: tuple[tuple[type[ProvisionerError], int], ...] = (
     (AuthenticationFailed, 401),
     (PermissionDenied, 403),
     (MeetingNotFound, 404),
+    (IncidentNotFound, 404),
+    (TransitionRefused, 409),
+    (InvalidIncident, 422),
+    (EvidenceTampered, 500),  # stored data was changed behind our back: an integrity alarm
     (IdempotencyKeyInFlight, 409),
     (RateLimited, 429),
     (MeetingNotChangeable, 409),
@@ -187,7 +198,28 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    """A lost database connection (restart, failover, a killed backend) is the service
+    being briefly unavailable, not a bug: 503 with Retry-After, so clients retry with the
+    same Idempotency-Key (the failed attempt was rolled back and its key released). The
+    pool has already discarded the dead connection. It is logged by type only: the error's
+    text carries the statement and its (encrypted) parameters. Any other database error
+    stays an unexpected one."""
+    if not isinstance(exc, DBAPIError) or not exc.connection_invalidated:
+        raise exc  # on to the catch-all: a 500, and the server logs the traceback
+    log.warning("request.database_unavailable", error_type=type(exc.orig).__name__)
+    return problem(
+        request,
+        status=503,
+        code="database-unavailable",
+        title="Database unavailable",
+        detail="The connection to the database was lost; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
 def add_exception_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(ProvisionerError, _on_provisioner_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(StarletteHTTPException, _on_http_error)

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event as orm_event
-from sqlalchemy import func, select, text
+from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -65,6 +65,9 @@ async def record_event(
 ) -> AuditEvent:
     """Append one event in the caller's transaction (so it commits or rolls back with it).
 
+    The returned event is not added to the session: it is inserted (without its id) at
+    commit.
+
     The event is chained and inserted when the transaction commits (`_chain_on_commit`), not
     here: the chain lock must be the last lock a transaction takes, or a transaction holding
     it could wait for a row another transaction has locked while that one waits for the
@@ -96,10 +99,12 @@ def _chain_on_commit(session: Session) -> None:
     pending: list[AuditEvent] = session.info.pop(_PENDING, [])
     if not pending:
         return
+    session.flush()  # the transaction's own rows first: the chain lock is its last lock
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK})
-    prev = session.scalar(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
-    prev = prev or GENESIS
+    connection = session.connection()  # Core from here: no ORM work for plain rows
+    prev = connection.execute(_LAST_HASH).scalar() or GENESIS
+    rows: list[dict[str, Any]] = []
     for event in pending:
         event.prev_hash = prev
         event.hash = prev = _digest(
@@ -111,8 +116,17 @@ def _chain_on_commit(session: Session) -> None:
             target_id=event.target_id,
             details=event.details,
         )
-        session.add(event)
-    session.flush()
+        rows.append({column: getattr(event, column) for column in _COLUMNS})
+    # One executemany in chain order (ids ascend with it), not an ORM flush per event:
+    # nothing reads an event back in the transaction that wrote it.
+    connection.execute(_INSERT, rows)
+
+
+_COLUMNS = (
+    "occurred_at", "actor", "action", "target_type", "target_id", "details", "prev_hash", "hash"
+)  # fmt: skip
+_INSERT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
+_LAST_HASH = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
 
 
 def _forget_pending(session: Session, *_: Any) -> None:

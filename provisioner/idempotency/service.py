@@ -3,8 +3,9 @@
 A key is scoped to the caller and kept at least 24 hours. The same key with the same body
 replays the first response; with a different body it is refused; while the first request
 is still running, a duplicate waits for it (up to `wait_seconds`) and then gets 409 --
-never a second meeting. The claim row is committed on its own *before* the provider is
-called, so a concurrent duplicate on any replica sees it; the response is stored in the
+never a second meeting. The claim row is committed (with the meeting's `provisioning` row,
+nothing else) *before* the provider is called, so a concurrent duplicate on any replica
+sees it; the response is stored in the
 same transaction as the meeting, so "meeting exists" and "key completed" cannot disagree.
 """
 
@@ -13,11 +14,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,8 +67,12 @@ async def claim_key(
     meeting_id: str,
     cipher: FieldCipher,
     settings: IdempotencySettings,
+    then: Callable[[AsyncSession], Awaitable[None]] | None = None,
 ) -> Claimed | Replay:
     """Claim `key` for `scope`, or return the stored response of the request that did.
+
+    `then` runs in the claim's own transaction once the key is ours (the caller's first
+    rows, committed with the claim -- still before any provider is called).
 
     Raises:
         IdempotencyKeyReused: the key was used with a different body.
@@ -86,6 +92,8 @@ async def claim_key(
                     cipher=cipher,
                     settings=settings,
                 )
+                if isinstance(outcome, Claimed) and then is not None:
+                    await then(session)
         except IntegrityError:
             outcome = None  # another request inserted it first; look again
         if outcome is not None:
@@ -153,13 +161,18 @@ async def complete_key(
 
     The body holds the host's join details, so it is encrypted like any other secret.
     """
-    row = await session.get(IdempotencyKey, claim.key_id)
-    if row is None:
+    result = await session.execute(
+        update(IdempotencyKey)
+        .where(IdempotencyKey.id == claim.key_id)
+        .values(
+            state=KeyState.COMPLETED,
+            response_status=status,
+            response_secret=cipher.encrypt(json.dumps(body), context=_context(claim.key_id)),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(result, "rowcount", 1) != 1:
         raise LookupError(f"idempotency claim {claim.key_id} vanished")
-    row.state = KeyState.COMPLETED
-    row.response_status = status
-    row.response_secret = cipher.encrypt(json.dumps(body), context=_context(row.id))
-    await session.flush()
 
 
 async def release_key(session: AsyncSession, claim: Claimed) -> None:

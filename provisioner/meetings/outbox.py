@@ -27,19 +27,14 @@ async def queue_deliveries(
     method: Method,
     host_channel: str = "email",
     include_host: bool = True,
+    supersede: bool = True,
 ) -> list[Delivery]:
     """One delivery to the host (unless `include_host` is false) and one to each invitee,
-    at `meeting.sequence`. Alerts already queued are never superseded."""
-    await session.execute(
-        update(Delivery)
-        .where(
-            Delivery.meeting_id == meeting.id,
-            Delivery.status == DeliveryStatus.PENDING,
-            Delivery.sequence < meeting.sequence,
-            Delivery.role != "alert",
-        )
-        .values(status=DeliveryStatus.SUPERSEDED)
-    )
+    at `meeting.sequence`. Alerts and notices already queued are never superseded.
+    `supersede=False` skips looking for older deliveries: for a meeting stored just now,
+    which has none."""
+    if supersede:
+        await _supersede(session, meeting)
     deliveries: list[Delivery] = []
     if include_host:
         deliveries.append(
@@ -72,3 +67,17 @@ async def queue_deliveries(
     session.add_all(deliveries)
     await session.flush()
     return deliveries
+
+
+async def _supersede(session: AsyncSession, meeting: Meeting) -> None:
+    """Older deliveries still waiting are superseded by the ones being queued."""
+    await session.execute(
+        update(Delivery)
+        .where(
+            Delivery.meeting_id == meeting.id,
+            Delivery.status == DeliveryStatus.PENDING,
+            Delivery.sequence < meeting.sequence,
+            Delivery.role.notin_(("alert", "notice")),  # reports of what happened
+        )
+        .values(status=DeliveryStatus.SUPERSEDED)
+    )

@@ -1,0 +1,273 @@
+"""Benchmark: `POST /api/v1/meetings` throughput and latency next to the floor.
+
+Three processes on 127.0.0.1 besides this one: a Zoom-shaped provider simulator with a
+fixed injected latency (bench/provider_sim.py), the real app (`provisioner serve`, SQLite,
+embedded worker off) and the floor (bench/floor_app.py: the same provider calls through the
+same kind of client plus one insert). The load generator here is asyncio + aiohttp. For
+each latency (0 and 200 ms) and concurrency (1, 16, 64) the floor and ours are loaded in
+turn for a fixed time, and we report throughput, p50/p99, our p50 overhead in ms and our
+throughput as a ratio of the floor's.
+
+Targets: p50 overhead at most 5 ms (judged at concurrency 1, where latency is not
+queueing), throughput at least 70% of the floor at concurrency 64. Every server shares the
+machine's cores with the load generator (and with whatever else runs): read the ratios.
+
+Run: `make bench` (or `.venv/bin/python -m bench.provision`); `BENCH_SECONDS` sets the
+seconds per measurement (default 5).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+from bench.processes import app_config, clean_env, free_port, running
+from provisioner.auth.local_issuer import LocalIssuer
+
+LATENCIES_MS = (0, 200)
+CONCURRENCY = (1, 16, 64)
+SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+OVERHEAD_TARGET_MS = 5.0
+RATIO_TARGET = 0.70
+
+
+@dataclass(frozen=True)
+class Result:
+    """One measurement cell: successful requests only count towards rate and latency."""
+
+    requests: int
+    errors: int
+    seconds: float
+    latencies_ms: tuple[float, ...]
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds
+
+    @property
+    def p50(self) -> float:
+        return statistics.median(self.latencies_ms)
+
+    @property
+    def p99(self) -> float:
+        ordered = sorted(self.latencies_ms)
+        return ordered[max(0, int(len(ordered) * 0.99 + 0.5) - 1)]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to send one kind of request."""
+
+    url: str
+    headers: dict[str, str]
+    idempotent: bool  # ours: a fresh Idempotency-Key per request, as calendar systems send
+
+
+def request_body() -> dict[str, Any]:
+    start = (datetime.now(UTC) + timedelta(days=7)).replace(microsecond=0)
+    return {
+        "topic": "Quarterly planning",
+        "start": start.isoformat(),
+        "duration_minutes": 45,
+        "timezone": "Europe/Berlin",
+        "provider": "zoom",
+        "invitees": [{"email": "ana@example.com", "name": "Ana Lima"}],
+    }
+
+
+async def post(session: aiohttp.ClientSession, target: Target, body: dict[str, Any]) -> float:
+    """One request; returns its latency in ms, or raises if it did not answer 201."""
+    headers = dict(target.headers)
+    if target.idempotent:
+        headers["Idempotency-Key"] = str(uuid.uuid4())
+    started = time.perf_counter()
+    async with session.post(target.url, json=body, headers=headers) as response:
+        text = await response.text()
+        if response.status != 201:
+            raise RequestFailed(f"{target.url} answered {response.status}: {text[:300]}")
+    return (time.perf_counter() - started) * 1000
+
+
+class RequestFailed(Exception):
+    """A request that did not create a meeting (counted, and shown once)."""
+
+
+def new_session(concurrency: int) -> aiohttp.ClientSession:
+    """A client with its own connections: one per simulated client, none left idle long
+    enough for the server to close it under us (uvicorn drops idle ones after 5 s)."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency),
+        timeout=aiohttp.ClientTimeout(total=60),
+    )
+
+
+async def load(target: Target, *, concurrency: int, seconds: float) -> Result:
+    """`concurrency` closed-loop clients for `seconds` (after one warm-up request each)."""
+    async with new_session(concurrency) as session:
+        return await _load(session, target, concurrency=concurrency, seconds=seconds)
+
+
+async def _load(
+    session: aiohttp.ClientSession, target: Target, *, concurrency: int, seconds: float
+) -> Result:
+    body = request_body()
+    latencies: list[float] = []
+    failures: list[RequestFailed] = []
+
+    async def client(deadline: float) -> None:
+        while time.perf_counter() < deadline:
+            try:
+                latencies.append(await post(session, target, body))
+            except RequestFailed as failure:
+                failures.append(failure)
+
+    await asyncio.gather(*(post(session, target, body) for _ in range(concurrency)))
+    started = time.perf_counter()
+    await asyncio.gather(*(client(started + seconds) for _ in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    if failures:
+        print(f"  {len(failures)} failed, e.g. {failures[0]}", file=sys.stderr)
+    if not latencies:
+        raise RuntimeError(f"{target.url}: no request succeeded")
+    return Result(len(latencies), len(failures), elapsed, tuple(latencies))
+
+
+async def calls_per_request(
+    session: aiohttp.ClientSession, target: Target, provider_url: str, *, samples: int = 5
+) -> float:
+    """Provider calls one request makes, counted by the simulator over a few requests."""
+    await post(session, target, request_body())  # the first may fetch a token
+    async with session.get(f"{provider_url}/_bench/stats") as response:
+        before = (await response.json())["calls"]
+    for _ in range(samples):
+        await post(session, target, request_body())
+    async with session.get(f"{provider_url}/_bench/stats") as response:
+        after = (await response.json())["calls"]
+    return float(after - before) / samples
+
+
+def row(mode: str, latency: int, c: int, ours: Result, floor: Result) -> str:
+    return (
+        f"{mode:<8}{latency:>6} ms{c:>5}{ours.rate:>9.1f}{ours.p50:>9.1f}{ours.p99:>9.1f}"
+        f"{floor.rate:>10.1f}{floor.p50:>9.1f}{ours.p50 - floor.p50:>10.1f}"
+        f"{ours.rate / floor.rate:>8.2f}{ours.requests:>7}{ours.errors + floor.errors:>5}"
+    )
+
+
+async def measure(
+    ours: Target, floor: Target, provider_url: str
+) -> list[tuple[int, int, Result, Result]]:
+    results: list[tuple[int, int, Result, Result]] = []
+    async with new_session(1) as session:
+        mine = await calls_per_request(session, ours, provider_url)
+        theirs = await calls_per_request(session, floor, provider_url)
+        print(f"provider calls per request: ours {mine:.1f}, floor {theirs:.1f}")
+        for latency in LATENCIES_MS:
+            async with session.put(f"{provider_url}/_bench/latency?ms={latency}") as response:
+                response.raise_for_status()
+            for c in CONCURRENCY:
+                # Long provider latency leaves few samples at c=1: give it more time.
+                seconds = SECONDS * (2 if latency and c == 1 else 1)
+                floor_result = await load(floor, concurrency=c, seconds=seconds)
+                ours_result = await load(ours, concurrency=c, seconds=seconds)
+                results.append((latency, c, ours_result, floor_result))
+                print(row("sqlite", latency, c, ours_result, floor_result), flush=True)
+    return results
+
+
+def verdict(results: list[tuple[int, int, Result, Result]]) -> list[str]:
+    lines = []
+    for latency, c, ours, floor in results:
+        if c == 1:
+            overhead = ours.p50 - floor.p50
+            met = "MET" if overhead <= OVERHEAD_TARGET_MS else "MISSED"
+            lines.append(
+                f"  p50 overhead at {latency} ms, c=1: {overhead:.1f} ms "
+                f"(target <= {OVERHEAD_TARGET_MS:.0f} ms): {met}"
+            )
+        if c == max(CONCURRENCY):
+            ratio = ours.rate / floor.rate
+            met = "MET" if ratio >= RATIO_TARGET else "MISSED"
+            lines.append(
+                f"  throughput at {latency} ms, c={c}: {ratio:.2f} of the floor "
+                f"(target >= {RATIO_TARGET:.2f}): {met}"
+            )
+    return lines
+
+
+def main() -> None:
+    issuer = LocalIssuer(issuer="https://idp.bench.invalid")
+    token = issuer.token(
+        subject="bench-host", email="host@example.com", name="Bench Host", groups=["employees"]
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        directory = Path(tmp)
+        sim_port, app_port, floor_port = free_port(), free_port(), free_port()
+        provider_url = f"http://127.0.0.1:{sim_port}"
+        app_url = f"http://127.0.0.1:{app_port}"
+        floor_url = f"http://127.0.0.1:{floor_port}"
+        config = app_config(
+            directory,
+            database_url=f"sqlite+aiosqlite:///{directory / 'ours.db'}",
+            issuer=issuer,
+            zoom_url=provider_url,
+        )
+        sim_args = ["-m", "bench.provider_sim", "--port", str(sim_port)]
+        floor_args = [
+            "-m", "bench.floor_app", "--port", str(floor_port), "--provider-url", provider_url,
+            "--database-url", f"sqlite+aiosqlite:///{directory / 'floor.db'}",
+        ]  # fmt: skip
+        app_args = ["-m", "provisioner", "serve", "--port", str(app_port)]
+        with (
+            running(sim_args, ready_url=f"{provider_url}/_bench/stats", log=directory / "sim.log"),
+            running(floor_args, ready_url=f"{floor_url}/docs", log=directory / "floor.log"),
+            running(
+                app_args,
+                ready_url=f"{app_url}/readyz",
+                log=directory / "app.log",
+                env=clean_env(PROVISIONER_CONFIG=str(config)),
+            ),
+        ):
+            print(
+                f"\nProvisioning: POST /api/v1/meetings (Zoom simulator, 1 invitee, fresh "
+                f"Idempotency-Key each) vs the floor, {SECONDS:.0f} s per cell, "
+                f"{os.cpu_count()} cores shared by simulator, app, floor and load generator"
+            )
+            print(
+                f"{'mode':<8}{'latency':>9}{'c':>5}{'req/s':>9}{'p50':>9}{'p99':>9}"
+                f"{'floor r/s':>10}{'fl. p50':>9}{'ovh p50':>10}{'ratio':>8}{'n':>7}{'err':>5}"
+            )
+            results = asyncio.run(
+                measure(
+                    Target(
+                        f"{app_url}/api/v1/meetings",
+                        {"Authorization": f"Bearer {token}"},
+                        idempotent=True,
+                    ),
+                    Target(f"{floor_url}/floor", {}, idempotent=False),
+                    provider_url,
+                )
+            )
+            check = httpx.get(f"{app_url}/readyz", timeout=10)
+            if check.status_code != 200:
+                print(f"the app is not ready after the run: {check.status_code}", file=sys.stderr)
+    print("(latencies in ms; ovh = our p50 minus the floor's; ratio = our req/s / floor's)")
+    print("targets:")
+    for line in verdict(results):
+        print(line)
+
+
+if __name__ == "__main__":
+    main()
