@@ -111,8 +111,9 @@ class SecurityHeadersMiddleware:
 
     The pages need nothing but our own scripts and styles (no inline script, no CDN), so
     the CSP can be strict. FastAPI's interactive `/docs` loads Swagger UI from a CDN; it
-    is a developer tool and is left without a CSP rather than broken. HSTS is sent when
-    the service is published over https.
+    is a developer tool and is left without a CSP rather than broken. A response that sets
+    its own CSP (the self-contained incident export) keeps it instead of this one. HSTS is
+    sent when the service is published over https.
     """
 
     EXEMPT = ("/docs", "/redoc")
@@ -145,7 +146,11 @@ class SecurityHeadersMiddleware:
                     (b"referrer-policy", b"no-referrer"),
                     (b"x-frame-options", b"DENY"),
                 ]
-                if not exempt:
+                # A response with a policy of its own keeps it alone: a second header would
+                # be enforced too, and browsers apply the stricter of the two (the incident
+                # export's inline styles would be blocked).
+                own = any(name.lower() == b"content-security-policy" for name, _ in headers)
+                if not exempt and not own:
                     headers.append((b"content-security-policy", self.csp))
                 if self.hsts:
                     headers.append((b"strict-transport-security", self.hsts))

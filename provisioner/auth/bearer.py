@@ -19,7 +19,7 @@ import jwt
 from jwt import PyJWK
 
 from provisioner.auth.errors import AuthenticationFailed
-from provisioner.auth.principal import Principal
+from provisioner.auth.principal import Principal, manager_from_claims
 from provisioner.settings import AuthSettings
 
 
@@ -192,4 +192,5 @@ def principal_from_claims(
         scopes=frozenset(str(s) for s in scopes),
         roles=frozenset(role for group in group_names for role in roles.get(group, ())),
         email_verified=claims.get("email_verified") is not False,
+        manager_email=manager_from_claims(claims),
     )

@@ -17,7 +17,7 @@ from typing import Any
 
 from starlette.requests import Request
 
-from provisioner.auth.principal import Principal
+from provisioner.auth.principal import Principal, manager_from_claims
 from provisioner.auth.roles import session_scopes
 
 _USER = "user"
@@ -43,6 +43,7 @@ def start_session(
         "name": str(claims.get("name") or claims.get("email") or claims["sub"]),
         "groups": [str(g) for g in groups] if isinstance(groups, list) else [],
         "email_verified": claims.get("email_verified") is not False,
+        "manager_email": manager_from_claims(claims),
         "expires_at": int(time.time()) + lifetime_seconds,
     }
     if id_token:
@@ -74,6 +75,7 @@ def session_principal(request: Request, *, roles: Mapping[str, Sequence[str]]) -
         scopes=session_scopes(user_roles),
         roles=user_roles,
         email_verified=user.get("email_verified") is not False,
+        manager_email=manager if isinstance(manager := user.get("manager_email"), str) else None,
     )
 
 

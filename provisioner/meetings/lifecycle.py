@@ -22,6 +22,7 @@ from provisioner.auth.principal import Principal
 from provisioner.db import utcnow
 from provisioner.delivery.base import Method
 from provisioner.errors import FieldError
+from provisioner.meetings.access import acting_as, get_meeting_for_actor, is_host
 from provisioner.meetings.codec import settings_from_json
 from provisioner.meetings.enforcement import confirmed_enforcement, restrictive_controls
 from provisioner.meetings.errors import (
@@ -31,6 +32,7 @@ from provisioner.meetings.errors import (
     VerificationFailed,
 )
 from provisioner.meetings.joins import seal_join
+from provisioner.meetings.manual_steps import unsupported
 from provisioner.meetings.models import Invitee, Meeting, MeetingState
 from provisioner.meetings.outbox import queue_deliveries
 from provisioner.meetings.read import meeting_read
@@ -267,17 +269,22 @@ async def end_meeting(
 ) -> dict[str, Any]:
     """End a running meeting for everyone.
 
+    `host` may also be a responder, who may end any meeting (the audit says which); a
+    responder's response leaves out the host's own link.
+
     Raises:
-        MeetingNotFound, MeetingNotChangeable, ProviderUnsupported, ProviderError.
+        MeetingNotFound, MeetingNotChangeable, ProviderUnsupported (saying where the
+        button is in the meeting window), ProviderError.
     """
-    _require(provider, Feature.END_FOR_ALL)
+    if Feature.END_FOR_ALL not in provider.features:
+        raise unsupported(provider, Feature.END_FOR_ALL)
     async with deps.db.session() as session:
-        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        meeting = await get_meeting_for_actor(session, meeting_id=meeting_id, actor=host)
         _check_changeable(meeting)
         ref = _ref(meeting)
     await provider.end(ref)
     async with deps.db.session() as session:
-        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        meeting = await get_meeting_for_actor(session, meeting_id=meeting_id, actor=host)
         meeting.state = MeetingState.ENDED
         await record_event(
             session,
@@ -285,10 +292,17 @@ async def end_meeting(
             action="meeting.ended",
             target_type="meeting",
             target_id=meeting.id,
-            details={"provider": meeting.provider},
+            details={"provider": meeting.provider, "as": acting_as(meeting, host)},
+        )
+        status = await delivery_status_by_invitee(session, meeting.id)
+        body = meeting_read(
+            meeting,
+            cipher=deps.cipher,
+            include_host_join=is_host(meeting, host),
+            delivery_status=status,
         )
     log.info("meeting.ended", meeting_id=meeting_id)
-    return await _body(deps, meeting_id, host)
+    return body
 
 
 def _new_invite_list(

@@ -89,3 +89,22 @@ class Invitee(Base):
     @property
     def active(self) -> bool:
         return self.removed_at is None
+
+
+class AttendanceAlert(Base):
+    """One unknown participant the watcher already told the host about.
+
+    The unique key makes "alert once" hold across watcher ticks, restarts and several
+    workers: a second insert for the same participant fails and no second notice is queued.
+    `participant_key` is the provider's participant id, or a hash of email and name.
+    """
+
+    __tablename__ = "attendance_alerts"
+    __table_args__ = (UniqueConstraint("meeting_id", "participant_key"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    meeting_id: Mapped[str] = mapped_column(ForeignKey("meetings.id", ondelete="CASCADE"))
+    participant_key: Mapped[str] = mapped_column(String(255))
+    participant_name: Mapped[str] = mapped_column(String(200))
+    delivery_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

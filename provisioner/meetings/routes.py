@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Path, Query
 from fastapi.responses import JSONResponse
@@ -22,6 +23,14 @@ from provisioner.auth.roles import Role
 from provisioner.errors import FieldError
 from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from provisioner.idempotency.service import request_fingerprint
+from provisioner.meetings.access import get_meeting_for_actor
+from provisioner.meetings.attendance import AttendanceReport, check_attendance
+from provisioner.meetings.controls import (
+    ControlOutcome,
+    ParticipantNotFound,
+    expel_participant,
+    lock_meeting,
+)
 from provisioner.meetings.errors import (
     ControlNotEnforceable,
     InvalidRequest,
@@ -32,6 +41,12 @@ from provisioner.meetings.errors import (
 from provisioner.meetings.lifecycle import cancel_meeting, end_meeting, reschedule_meeting
 from provisioner.meetings.on_behalf import provision_for
 from provisioner.meetings.read import meeting_read
+from provisioner.meetings.rotate import (
+    RotateRequest,
+    RotationIncomplete,
+    RotationInProgress,
+    rotate_meeting,
+)
 from provisioner.meetings.schemas import (
     MeetingCreate,
     MeetingList,
@@ -57,6 +72,9 @@ from provisioner.ratelimit import RateLimited
 
 router = APIRouter(prefix="/api/v1/meetings", tags=["meetings"])
 EMPLOYEE_OR_INTEGRATION = require_role(Role.EMPLOYEE, integrations=True)
+# In-meeting controls: the meeting's host, or a responder on any meeting (the service
+# checks which; anyone else gets 404).
+HOST_OR_RESPONDER = require_role(Role.EMPLOYEE, Role.RESPONDER, integrations=True)
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -249,13 +267,129 @@ async def cancel(
 @router.post(
     "/{meeting_id}/end",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION, WriteRateLimit],
+    dependencies=[require_scope("meetings:write"), HOST_OR_RESPONDER, WriteRateLimit],
     responses=LIFECYCLE_PROBLEMS,
 )
 async def end(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep) -> JSONResponse:
-    """End a running meeting for everyone, where the provider has an API for it."""
-    provider = await _provider_of(state, meeting_id, principal)
-    result = await end_meeting(
-        state.provisioning, meeting_id=meeting_id, host=principal, provider=provider
-    )
+    """End a running meeting for everyone, where the provider has an API for it.
+
+    The host, or a responder on any meeting."""
+    result = await _act(state, meeting_id, principal, end_meeting, actor_arg="host")
     return JSONResponse(result, headers={"Cache-Control": "no-store"})
+
+
+T = TypeVar("T")
+
+
+async def _act(
+    state: StateDep,
+    meeting_id: str,
+    principal: CurrentPrincipal,
+    action: Callable[..., Awaitable[T]],
+    *,
+    actor_arg: str = "actor",
+    **extra: object,
+) -> T:
+    """Run `action(provisioning, meeting_id=, actor=, provider=, **extra)` on a meeting
+    the caller hosts, or on any meeting for a responder (anyone else gets 404).
+
+    `actor_arg` names the keyword the caller goes in (`end_meeting` calls it `host`).
+    """
+    async with state.db.session() as session:
+        meeting = await get_meeting_for_actor(session, meeting_id=meeting_id, actor=principal)
+    provider = pick(state.providers, meeting.provider)
+    return await action(
+        state.provisioning,
+        meeting_id=meeting_id,
+        provider=provider,
+        **{actor_arg: principal},
+        **extra,
+    )
+
+
+ParticipantId = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="The participant's id as GET .../attendance reports it.",
+    ),
+]
+
+
+@router.post(
+    "/{meeting_id}/rotate",
+    status_code=201,
+    response_model=MeetingRead,
+    dependencies=[require_scope("meetings:write"), HOST_OR_RESPONDER, WriteRateLimit],
+    responses=LIFECYCLE_PROBLEMS
+    | responses(ControlNotEnforceable, RotationInProgress, RotationIncomplete),
+)
+async def rotate(
+    meeting_id: MeetingId,
+    principal: CurrentPrincipal,
+    state: StateDep,
+    body: RotateRequest | None = None,
+) -> JSONResponse:
+    """Replace a leaked link: a new meeting with a new passcode, sent privately to everyone
+    invited; the old meeting is ended and deleted. Retrying returns the same new meeting."""
+    reason = (body or RotateRequest()).reason
+    result = await _act(state, meeting_id, principal, rotate_meeting, reason=reason)
+    state.worker.wake()
+    return JSONResponse(
+        result,
+        status_code=201,
+        headers={"Location": f"/api/v1/meetings/{result['id']}", "Cache-Control": "no-store"},
+    )
+
+
+@router.post(
+    "/{meeting_id}/lock",
+    response_model=ControlOutcome,
+    dependencies=[require_scope("meetings:write"), HOST_OR_RESPONDER, WriteRateLimit],
+    responses=LIFECYCLE_PROBLEMS,
+)
+async def lock(
+    meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep
+) -> ControlOutcome:
+    """Let nobody new into the running meeting (lock it, or send newcomers to the lobby)."""
+    return await _act(state, meeting_id, principal, lock_meeting)
+
+
+@router.post(
+    "/{meeting_id}/participants/{participant_id}/expel",
+    response_model=ControlOutcome,
+    dependencies=[require_scope("meetings:write"), HOST_OR_RESPONDER, WriteRateLimit],
+    responses=LIFECYCLE_PROBLEMS | responses(ParticipantNotFound),
+)
+async def expel(
+    meeting_id: MeetingId,
+    participant_id: ParticipantId,
+    principal: CurrentPrincipal,
+    state: StateDep,
+) -> ControlOutcome:
+    """Remove one participant from the running meeting, where the provider has an API."""
+    return await _act(
+        state, meeting_id, principal, expel_participant, participant_id=participant_id
+    )
+
+
+@router.get(
+    "/{meeting_id}/attendance",
+    response_model=AttendanceReport,
+    dependencies=[require_scope("meetings:read"), HOST_OR_RESPONDER],
+    responses=responses(
+        MeetingNotFound,
+        ProviderUnsupported,
+        ProviderRetriable,
+        AuthenticationFailed,
+        PermissionDenied,
+    ),
+)
+async def attendance(
+    meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep
+) -> JSONResponse:
+    """Who is (or was) in the call, matched against the invite list; strangers flagged."""
+    report: AttendanceReport = await _act(state, meeting_id, principal, check_attendance)
+    return JSONResponse(report.model_dump(mode="json"), headers={"Cache-Control": "no-store"})

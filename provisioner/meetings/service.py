@@ -17,7 +17,7 @@ deleted, and the key is released so a retry runs again. A crash between 2 and 3 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -26,9 +26,11 @@ import structlog
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from provisioner.audit.service import record_event
 from provisioner.auth.principal import Principal
+from provisioner.briefing.service import require_acknowledged
 from provisioner.crypto import FieldCipher
 from provisioner.db import Database, utcnow
 from provisioner.delivery.base import Method
@@ -56,7 +58,7 @@ from provisioner.meetings.outbox import queue_deliveries
 from provisioner.meetings.read import meeting_read
 from provisioner.meetings.schemas import MeetingCreate
 from provisioner.observability.metrics import observes_provisioning
-from provisioner.policy.document import PolicyDocument
+from provisioner.policy.document import BriefingAcknowledgementMode, PolicyDocument
 from provisioner.policy.errors import PolicyViolation
 from provisioner.policy.model import Control
 from provisioner.policy.resolve import resolve_policy
@@ -200,28 +202,18 @@ async def provision_meeting(
         await _record_refusal(deps.db, requester, refusal, provider=provider.name)
         raise
 
-    meeting_id = str(uuid.uuid4())
-    claim: Claimed | None = None
-    if idempotency_key is not None:
-        outcome = await claim_key(
-            deps.db,
-            scope=idempotency_scope or requester.subject,
-            key=idempotency_key,
-            fingerprint=fingerprint,
-            meeting_id=meeting_id,
-            cipher=deps.cipher,
-            settings=deps.settings.idempotency,
-        )
-        if isinstance(outcome, Replay):
-            log.info("meeting.replayed", meeting_id=outcome.meeting_id)
-            return Provisioned(
-                status=outcome.status,
-                body=outcome.body,
-                meeting_id=outcome.meeting_id,
-                replayed=True,
+    if deps.policy.briefing_acknowledgement is BriefingAcknowledgementMode.REQUIRED:
+        # Before anything is created: a host who has not read the provider's briefing is
+        # told where to read it, and nothing else happens. (No query when the policy is off.)
+        async with deps.db.session() as session:
+            await require_acknowledged(
+                session,
+                policy=deps.policy,
+                host=requester,
+                provider=provider.name,
+                base_url=deps.settings.api.public_url,
             )
-        claim = outcome
-
+    meeting_id = str(uuid.uuid4())
     spec = MeetingSpec(
         meeting_id=meeting_id,
         topic=request.topic,
@@ -232,7 +224,8 @@ async def provision_meeting(
         invitees=tuple(invitees),
         settings=policy.settings,
     )
-    async with deps.db.session() as session:
+
+    async def insert_provisioning(session: AsyncSession) -> None:
         session.add(
             Meeting(
                 id=meeting_id,
@@ -263,7 +256,7 @@ async def provision_meeting(
                 "policy_sources": sorted(
                     f"{control}={origin}" for control, origin in policy.sources.items()
                 ),
-                "idempotency": claim is not None,
+                "idempotency": idempotency_key is not None,
             },
         )
         if acting_for_host is not None:
@@ -275,6 +268,31 @@ async def provision_meeting(
                 target_id=meeting_id,
                 details={"client_id": acting_for_host.client_id, "host": requester.subject},
             )
+
+    claim: Claimed | None = None
+    if idempotency_key is not None:
+        outcome = await claim_key(
+            deps.db,
+            scope=idempotency_scope or requester.subject,
+            key=idempotency_key,
+            fingerprint=fingerprint,
+            meeting_id=meeting_id,
+            cipher=deps.cipher,
+            settings=deps.settings.idempotency,
+            then=insert_provisioning,  # one transaction: the claim and the meeting row
+        )
+        if isinstance(outcome, Replay):
+            log.info("meeting.replayed", meeting_id=outcome.meeting_id)
+            return Provisioned(
+                status=outcome.status,
+                body=outcome.body,
+                meeting_id=outcome.meeting_id,
+                replayed=True,
+            )
+        claim = outcome
+    else:
+        async with deps.db.session() as session:
+            await insert_provisioning(session)
 
     created: ProvisionedMeeting | None = None
     try:
@@ -326,7 +344,13 @@ async def _store_verified(
     requester: Principal,
     claim: Claimed | None,
     reveal_host_join: bool,
+    also: Callable[[AsyncSession, Meeting], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
+    """Store the verified meeting, its invitees, deliveries and audit in one transaction.
+
+    `also` runs first inside that transaction: a link rotation retires the meeting it
+    replaces there, so the new meeting is never stored without the old one marked.
+    """
     cipher = deps.cipher
     async with deps.db.session() as session:
         meeting = await session.get(Meeting, spec.meeting_id, with_for_update=True)
@@ -336,6 +360,8 @@ async def _store_verified(
             # Reconciliation gave up on this attempt (and freed its key) while we were at
             # the provider: storing it now could leave two live meetings for one request.
             raise MeetingNotChangeable(meeting.id, state=meeting.state)
+        if also is not None:
+            await also(session, meeting)
         meeting.provider_meeting_id = created.provider_meeting_id
         meeting.reference = dict(created.reference)
         meeting.enforced = sorted(enforced)
@@ -362,7 +388,9 @@ async def _store_verified(
             )
         session.add_all(invitee_rows)
         await session.flush()  # deliveries refer to invitees; no ORM relationship orders them
-        deliveries = await queue_deliveries(session, meeting, invitee_rows, method=Method.REQUEST)
+        deliveries = await queue_deliveries(
+            session, meeting, invitee_rows, method=Method.REQUEST, supersede=False
+        )
         await record_event(
             session,
             actor=requester.subject,
@@ -390,7 +418,8 @@ async def _store_verified(
             target_id=meeting.id,
             details={"deliveries": len(deliveries), "channel": "email"},
         )
-        await session.refresh(meeting, attribute_names=["invitees"])
+        # The meeting is new: its invitees are exactly the rows just written (no reload).
+        set_committed_value(meeting, "invitees", invitee_rows)
         body = meeting_read(
             meeting,
             cipher=cipher,

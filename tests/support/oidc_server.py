@@ -44,6 +44,7 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
     "erin": {"email": "erin@example.com", "name": "Erin Other", "groups": ["employees"]},
     "ivan": {"email": "ivan@example.com", "name": "Ivan IT", "groups": ["it-admins"]},
     "nora": {"email": "nora@example.com", "name": "Nora Nogroups"},
+    "rosa": {"email": "rosa@example.com", "name": "Rosa Responder", "groups": ["responders"]},
 }
 
 

@@ -1,0 +1,1 @@
+"""Incident reports: a frozen, hashed evidence snapshot, notices, triage and follow-ups."""
