@@ -19,8 +19,12 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
 from provisioner import health, web
+from provisioner.actions import routes as action_routes
+from provisioner.actions.service import HostActionLinks
+from provisioner.actions.tokens import ActionLinkSigner
 from provisioner.admin import routes as admin_routes
 from provisioner.auth.bearer import BearerVerifier, JwksCache
+from provisioner.briefing import routes as briefing_routes
 from provisioner.crypto import cipher_from_settings
 from provisioner.db import Database, create_engine
 from provisioner.delivery.base import Channel
@@ -28,6 +32,8 @@ from provisioner.delivery.email import EmailChannel
 from provisioner.delivery.slack import SlackChannel
 from provisioner.delivery.teams_chat import TeamsChatChannel
 from provisioner.delivery.worker import DeliveryWorker
+from provisioner.incidents import pages as incident_pages
+from provisioner.incidents import routes as incident_routes
 from provisioner.meetings import routes as meeting_routes
 from provisioner.meetings.reconcile import reconcile_stale
 from provisioner.middleware import (
@@ -44,6 +50,8 @@ from provisioner.policy.errors import InvalidPolicy
 from provisioner.problems import PROBLEM_JSON, add_exception_handlers
 from provisioner.providers.registry import ProviderConfigError, build_providers
 from provisioner.ratelimit import RateLimiter
+from provisioner.scan import pages as scan_pages
+from provisioner.scan import routes as scan_routes
 from provisioner.secrets.runtime import load_secrets
 from provisioner.settings import Settings, SettingsError
 from provisioner.state import AppState
@@ -102,7 +110,17 @@ def build_state(settings: Settings) -> AppState:
         verifier=BearerVerifier(
             settings.auth, JwksCache(settings.auth), roles=settings.roles.groups
         ),
-        worker=DeliveryWorker(db, channels, cipher=cipher, settings=settings.worker),
+        worker=DeliveryWorker(
+            db,
+            channels,
+            cipher=cipher,
+            settings=settings.worker,
+            action_links=HostActionLinks(
+                signer=ActionLinkSigner.from_cipher(cipher),
+                base_url=settings.api.public_url,
+                settings=settings.actions,
+            ),
+        ),
         secrets=secrets_runtime,
     )
 
@@ -138,6 +156,20 @@ def create_app(
         )
         stop = asyncio.Event()
         worker_task = asyncio.create_task(app_state.worker.run(stop)) if embedded_worker else None
+        watcher_task = None
+        if embedded_worker and settings.watcher.enabled:
+            # A single-process install (`serve` with the embedded worker) watches attendance
+            # too; with separate workers, `provisioner worker` runs the watcher instead.
+            from provisioner.meetings.watcher import AttendanceWatcher
+
+            watcher = AttendanceWatcher(
+                app_state.db,
+                app_state.providers,
+                settings=settings.watcher,
+                public_url=settings.api.public_url,
+                on_queued=app_state.worker.wake,
+            )
+            watcher_task = asyncio.create_task(watcher.run(stop))
         secrets_task = None
         if app_state.secrets is not None and isinstance(app_state.providers, MutableMapping):
             # Re-reads secrets every cache TTL; a rotated provider secret swaps the provider.
@@ -151,9 +183,10 @@ def create_app(
             yield
         finally:
             stop.set()
-            if worker_task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await worker_task
+            for task in (worker_task, watcher_task):
+                if task is not None:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             if secrets_task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await secrets_task
@@ -192,7 +225,13 @@ def create_app(
     app.include_router(meeting_routes.router)
     app.include_router(policy_routes.router)
     app.include_router(admin_routes.router)
+    app.include_router(scan_routes.router)
+    app.include_router(scan_pages.router)
+    app.include_router(incident_routes.router)
+    app.include_router(incident_pages.router)
     web.install(app, settings)
+    app.include_router(action_routes.router)
+    app.include_router(briefing_routes.router)
     _add_problem_schema(app)
     install_tracing(app, settings.observability)  # a no-op unless configured and installed
     return app

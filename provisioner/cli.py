@@ -16,6 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from provisioner.logs import configure_logging
+from provisioner.meetings.commands import meetings_app
 from provisioner.secrets.commands import secrets_app
 from provisioner.settings import Settings, SettingsError, load_settings
 
@@ -33,6 +34,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(secrets_app, name="secrets")
+app.add_typer(meetings_app, name="meetings")
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -82,7 +84,10 @@ def worker(
     ] = None,
     metrics_host: Annotated[str, typer.Option(help="Address for --metrics-port.")] = "127.0.0.1",
 ) -> None:
-    """Run a delivery worker; start as many as you like, on as many hosts as you like."""
+    """Run a delivery worker; start as many as you like, on as many hosts as you like.
+
+    With `[watcher] enabled = true` it also runs the attendance watcher.
+    """
     from provisioner.app import build_state, close_state
 
     settings = _settings()
@@ -104,8 +109,22 @@ def worker(
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
+        watcher = None
+        if settings.watcher.enabled:
+            from provisioner.meetings.watcher import AttendanceWatcher
+
+            watcher = AttendanceWatcher(
+                state.db,
+                state.providers,
+                settings=settings.watcher,
+                public_url=settings.api.public_url,
+                on_queued=state.worker.wake,
+            )
         try:
-            await state.worker.run(stop)
+            if watcher is None:
+                await state.worker.run(stop)
+            else:
+                await asyncio.gather(state.worker.run(stop), watcher.run(stop))
         finally:
             await close_state(state)
 
@@ -292,6 +311,50 @@ def demo(
 
     configure_logging(level="WARNING")
     sys.exit(run_async(run_demo(directory, out=typer.echo)))
+
+
+@app.command("scan")
+def scan_meetings(
+    provider: Annotated[
+        str | None, typer.Option(help="Scan only this configured provider.")
+    ] = None,
+    fix: Annotated[
+        bool, typer.Option("--fix", help="Tighten weak meetings to the policy (audited).")
+    ] = False,
+    fmt: Annotated[
+        str, typer.Option("--format", help="table (for people) or csv (for spreadsheets).")
+    ] = "table",
+    output: Annotated[
+        Path | None, typer.Option(help="Write the report to this file instead of stdout.")
+    ] = None,
+    host: Annotated[
+        list[str] | None,
+        typer.Option(help="Scan this host's meetings (repeat); default: every user listed."),
+    ] = None,
+    days: Annotated[int, typer.Option(min=1, max=365, help="Look this many days ahead.")] = 30,
+) -> None:
+    """Flag upcoming meetings whose settings are weaker than the policy; exit 1 if any are."""
+    from provisioner.errors import ProvisionerError
+    from provisioner.scan.commands import render_fixes, run_scan
+
+    if fmt not in ("table", "csv"):
+        typer.echo(f"--format {fmt}: use table or csv", err=True)
+        raise typer.Exit(2)
+    settings = _settings()
+    try:
+        run = run_async(run_scan(settings, provider=provider, fix=fix, hosts=host or [], days=days))
+    except (SettingsError, ProvisionerError) as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    text = run.render("csv" if fmt == "csv" else "table")
+    if output is None:
+        typer.echo(text)
+    else:
+        output.write_text(text + ("" if text.endswith("\n") else "\n"), encoding="utf-8")
+    if run.fixes is not None:
+        typer.echo(render_fixes(run.fixes) or "nothing to fix", err=True)
+    if run.report.weak:
+        raise typer.Exit(1)
 
 
 def main() -> None:

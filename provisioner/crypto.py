@@ -17,7 +17,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from provisioner.settings import SecuritySettings
 
@@ -49,6 +51,8 @@ class FieldCipher:
                 raise ValueError(f"data key id {key_id!r} must not contain '.'")
         self._keys = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._active = active
+        # Per-purpose MAC keys are derived from these (never used directly for anything else).
+        self._raw = dict(keys)
 
     def encrypt(self, plaintext: str, *, context: str) -> str:
         nonce = os.urandom(12)
@@ -68,6 +72,21 @@ class FieldCipher:
             )
         except InvalidTag:
             raise CipherError("ciphertext does not authenticate for this row") from None
+
+    def derive_keys(self, purpose: str) -> list[bytes]:
+        """32-byte keys for `purpose` (HKDF-SHA256 of each data key), the active one first.
+
+        Signing with the first and verifying against all of them lets a signed value
+        (an emergency action link) survive a data-key rotation, as ciphertexts do, while
+        a key for one purpose can never verify or decrypt anything of another.
+        """
+        order = [self._active, *sorted(k for k in self._raw if k != self._active)]
+        return [
+            HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose.encode()).derive(
+                self._raw[key_id]
+            )
+            for key_id in order
+        ]
 
 
 def cipher_from_settings(settings: SecuritySettings, *, development: bool) -> FieldCipher:

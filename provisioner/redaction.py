@@ -25,6 +25,7 @@ _SECRET_VALUE = re.compile(
     r"(?:jwt=)[^\s&\"'<>]+"  # a token in a join link
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+"  # an Authorization header value
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"  # a bare JWT
+    r"|pal\.[0-9a-f]{32}\.[A-Za-z0-9_-]+"  # an emergency action link (actions/tokens.py)
 )
 
 

@@ -138,6 +138,16 @@ class WorkerSettings(Section):
     )
 
 
+class WatcherSettings(Section):
+    """The attendance watcher (README "Attendance check"): while a meeting is running on a
+    provider that lists participants, compare them with the invite list every
+    `interval_seconds` and tell the host privately about each unknown participant, once.
+    Runs inside `provisioner worker`, next to the delivery worker."""
+
+    enabled: bool = Field(default=False, description="Run the attendance watcher.")
+    interval_seconds: float = Field(default=60.0, ge=5, le=3600)
+
+
 class SecuritySettings(Section):
     """Keys for encrypting passcodes and join links at rest (AES-256-GCM).
 
@@ -288,6 +298,57 @@ class SecretsSettings(Section):
     aws: AwsSecretsSettings | None = None
 
 
+def default_abuse_contacts() -> dict[str, str]:
+    """Where each provider takes abuse reports (a page or an address); override per tenant."""
+    return {
+        "zoom": "https://zoom.us/trust/report",
+        "teams": "https://msrc.microsoft.com/report/abuse",
+        "google_meet": "https://support.google.com/meet/answer/10212037",
+        "webex": "https://www.cisco.com/c/en/us/about/contact-cisco.html",
+        "jitsi": "your own Jitsi operators (set incidents.provider_contacts.jitsi)",
+    }
+
+
+class IncidentsSettings(Section):
+    """Who hears of an incident report, and what a report may carry."""
+
+    notify_emails: tuple[str, ...] = Field(
+        default=(), description="HR / security addresses told of every new incident."
+    )
+    managers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Reporter email -> manager email, used when the sign-in carries no "
+        "manager claim.",
+    )
+    max_attachments: int = Field(default=5, ge=0, le=20)
+    max_attachment_bytes: int = Field(
+        default=2 * 1024 * 1024,
+        ge=1024,
+        description="Per file; the whole request is also capped by api.max_body_bytes.",
+    )
+    attachment_types: tuple[str, ...] = (
+        "image/png",
+        "image/jpeg",
+        "application/pdf",
+        "text/plain",
+    )
+    provider_contacts: dict[str, str] = Field(default_factory=default_abuse_contacts)
+    training_url: str | None = Field(
+        default=None, description="Security training the host is asked to complete."
+    )
+
+
+class ActionsSettings(Section):
+    """The host's one-click emergency links (end now, rotate the link, report).
+
+    A link works until `margin_minutes` after the meeting's end, and never longer than
+    `max_lifetime_days` after the message carrying it was rendered.
+    """
+
+    margin_minutes: int = Field(default=120, ge=0, le=1440)
+    max_lifetime_days: int = Field(default=60, ge=1, le=365)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PROVISIONER_",
@@ -306,6 +367,7 @@ class Settings(BaseSettings):
     email: EmailSettings = EmailSettings()
     channels: ChannelsSettings = ChannelsSettings()
     worker: WorkerSettings = WorkerSettings()
+    watcher: WatcherSettings = WatcherSettings()
     security: SecuritySettings = SecuritySettings()
     secrets: SecretsSettings = SecretsSettings()
     idempotency: IdempotencySettings = IdempotencySettings()
@@ -313,6 +375,8 @@ class Settings(BaseSettings):
     oidc: OidcSettings = OidcSettings()
     roles: RolesSettings = RolesSettings()
     observability: ObservabilitySettings = ObservabilitySettings()
+    actions: ActionsSettings = ActionsSettings()
+    incidents: IncidentsSettings = IncidentsSettings()
     providers: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="One table per configured provider, validated by that provider's model.",

@@ -27,6 +27,10 @@ from provisioner.models import Base
 from provisioner.settings import Settings
 from provisioner.state import AppState
 
+# Fixture plugins shared by several folders (pytest allows `pytest_plugins` only here and in
+# test modules, not in nested conftest files).
+pytest_plugins = ("tests.support.smtp", "tests.support.meeting_fixtures")
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PG_ENV = "PROVISIONER_TEST_DATABASE_URL"
 IN_CI = os.environ.get("CI", "").lower() == "true"

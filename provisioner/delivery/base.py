@@ -34,6 +34,20 @@ class Method(StrEnum):
 
 
 @dataclass(frozen=True)
+class HostAction:
+    """One emergency link in the host's copy (`end`, `rotate`, `report`).
+
+    `url` is secret like the join link: it is single-use and bound to the host, but it
+    still must never reach a log, an invitee or an audit record.
+    """
+
+    action: str
+    label: str
+    hint: str
+    url: str
+
+
+@dataclass(frozen=True)
 class DeliveryContext:
     """Everything a channel needs to tell one person about one meeting.
 
@@ -41,6 +55,7 @@ class DeliveryContext:
     so calendar clients replace the earlier invitation instead of adding a second one.
     `join` is secret; `personal` says the link identifies this recipient alone.
     `not_enforced` lists controls the provider could not enforce (shown to the host).
+    `actions` are the host's emergency links; channels show them to the host only.
     """
 
     delivery_id: str
@@ -60,6 +75,8 @@ class DeliveryContext:
     personal: bool
     settings: MeetingSettings
     not_enforced: frozenset[Control]
+    # Host copies only: the one-click emergency links (empty for invitees, always).
+    actions: tuple[HostAction, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ Both calendar parts carry the same bytes and are base64-encoded, so relays witho
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from email import policy
 from email.errors import HeaderParseError
@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import jinja2
 
+from provisioner.briefing.content import load_briefing
 from provisioner.delivery.alerts import DeadLetterAlert
 from provisioner.delivery.base import (
     ChannelRejected,
@@ -37,6 +38,7 @@ from provisioner.delivery.base import (
     Role,
 )
 from provisioner.delivery.ics import PERSONAL_NOTICE, PUBLIC_NOTICE, build_invitation
+from provisioner.delivery.notices import PrivateNotice
 from provisioner.delivery.render import (
     default_template_dir,
     describe_enforced,
@@ -51,6 +53,7 @@ from provisioner.delivery.transports import (
     MailTransport,
     SmtpTransport,
 )
+from provisioner.providers.base import Person
 from provisioner.settings import EmailSettings
 
 # What the email package raises for an address it cannot parse.
@@ -111,9 +114,7 @@ class EmailChannel:
             ChannelRejected: the message cannot be built (bad recipient address, unknown
                 time zone, a join link that is not http(s)) or the relay refused it.
         """
-        message = self.build_message(context)
-        message_id = await self._transport.send(message)
-        return DeliveryReceipt(channel=self.name, message_id=message_id)
+        return await self._deliver(self.build_message(context))
 
     def build_message(self, context: DeliveryContext) -> EmailMessage:
         """The complete message for `context.recipient`, ready for a transport.
@@ -134,6 +135,8 @@ class EmailChannel:
             ) from None
         subject = _subject(context)
         values = _template_values(context, subject)
+        if context.role is Role.HOST:
+            values["briefing"] = load_briefing(self._templates, context.provider)
         kind = "invitation" if context.method is Method.REQUEST else "cancellation"
         text = self._templates.get_template(f"email/{kind}.txt").render(values)
         html = self._templates.get_template(f"email/{kind}.html").render(values)
@@ -174,20 +177,11 @@ class EmailChannel:
         Raises:
             ChannelRetriable / ChannelRejected: as for `send`.
         """
-        message = self.build_alert(alert)
-        message_id = await self._transport.send(message)
-        return DeliveryReceipt(channel=self.name, message_id=message_id)
+        return await self._deliver(self.build_alert(alert))
 
     def build_alert(self, alert: DeadLetterAlert) -> EmailMessage:
         """A plain notice: who was not reached and why; no link, no passcode."""
-        try:
-            recipient = Address(
-                display_name=single_line(alert.recipient.name), addr_spec=alert.recipient.email
-            )
-        except _BAD_ADDRESS as exc:
-            raise ChannelRejected(
-                f"delivery {alert.delivery_id}: the alert address is not one valid address"
-            ) from exc
+        recipient = _private_address(alert.recipient, alert.delivery_id, "alert")
         subject = f"Could not deliver: {single_line(alert.topic)}"
         values = {
             "subject": subject,
@@ -202,16 +196,68 @@ class EmailChannel:
             "reason": alert.reason,
             "meeting_id": alert.meeting_id,
         }
+        return self._private_message(
+            recipient, alert.delivery_id, "email/delivery_failed", values, headers={}
+        )
+
+    async def send_notice(self, notice: PrivateNotice) -> DeliveryReceipt:
+        """Send one private notice (an incident filed, an unknown participant, ...).
+
+        Raises:
+            ChannelRetriable / ChannelRejected: as for `send`.
+        """
+        return await self._deliver(self.build_notice(notice))
+
+    def build_notice(self, notice: PrivateNotice) -> EmailMessage:
+        """Plain words and at most one link into provisioner; no .ics, no join details."""
+        recipient = _private_address(
+            notice.recipient, notice.delivery_id, "notice", require_domain=True
+        )
+        link = notice.link
+        if link is not None and urlsplit(link).scheme not in {"https", "http"}:
+            link = None  # never a clickable `javascript:` link; the words still go out
+        values = {
+            "subject": single_line(notice.subject),
+            "recipient": single_line(notice.recipient.name) or notice.recipient.email,
+            "lines": notice.lines,
+            "link": link,
+            "meeting_id": notice.meeting_id,
+        }
+        headers = {"X-Provisioner-Notice": single_line(notice.kind)}
+        return self._private_message(
+            recipient, notice.delivery_id, "email/notice", values, headers=headers
+        )
+
+    async def _deliver(self, message: EmailMessage) -> DeliveryReceipt:
+        message_id = await self._transport.send(message)
+        return DeliveryReceipt(channel=self.name, message_id=message_id)
+
+    def _private_message(
+        self,
+        recipient: Address,
+        delivery_id: str,
+        template: str,
+        values: Mapping[str, object],
+        *,
+        headers: Mapping[str, str],
+    ) -> EmailMessage:
+        """A plain text-and-HTML message to one person (an alert or a notice), no .ics.
+
+        `values["subject"]` is the Subject; `template` names `<template>.txt` and `.html`;
+        `headers` are added after the delivery id.
+        """
         message = EmailMessage(policy=policy.SMTP)
         message["From"] = self._sender
         message["To"] = recipient
-        message["Subject"] = subject
+        message["Subject"] = str(values["subject"])
         message["Date"] = format_datetime(self._clock().astimezone(UTC))
         message["Message-ID"] = make_msgid(domain=self._sender.domain or None)
-        message[DELIVERY_ID_HEADER] = single_line(alert.delivery_id)
+        message[DELIVERY_ID_HEADER] = single_line(delivery_id)
+        for name, value in headers.items():
+            message[name] = value
         message["Auto-Submitted"] = "auto-generated"
-        text = self._templates.get_template("email/delivery_failed.txt").render(values)
-        html = self._templates.get_template("email/delivery_failed.html").render(values)
+        text = self._templates.get_template(f"{template}.txt").render(values)
+        html = self._templates.get_template(f"{template}.html").render(values)
         message.set_content(text, cte="quoted-printable")
         message.add_alternative(html, subtype="html", cte="quoted-printable")
         return message
@@ -258,6 +304,21 @@ def _recipient_address(context: DeliveryContext) -> Address:
         raise ChannelRejected(
             f"delivery {context.delivery_id}: the recipient address has no domain"
         )
+    return address
+
+
+def _private_address(
+    person: Person, delivery_id: str, what: str, *, require_domain: bool = False
+) -> Address:
+    """The one To address of an alert or notice; anything but one valid address is refused."""
+    try:
+        address = Address(display_name=single_line(person.name), addr_spec=person.email)
+    except _BAD_ADDRESS as exc:
+        raise ChannelRejected(
+            f"delivery {delivery_id}: the {what} address is not one valid address"
+        ) from exc
+    if require_domain and (not address.domain or not address.username):
+        raise ChannelRejected(f"delivery {delivery_id}: the {what} address has no domain")
     return address
 
 
@@ -309,4 +370,8 @@ def _template_values(context: DeliveryContext, subject: str) -> dict[str, object
         "public_notice": PUBLIC_NOTICE,
         "enforced": describe_enforced(context.settings, context.not_enforced) if is_host else [],
         "not_enforced": describe_not_enforced(context.not_enforced) if is_host else [],
+        # The briefing and the emergency links are the host's alone: a forwarded invitee
+        # copy must not teach anyone the controls or carry a way to act on the meeting.
+        "briefing": None,
+        "actions": list(context.actions) if is_host else [],
     }

@@ -34,6 +34,7 @@ import httpx
 import jinja2
 import structlog
 
+from provisioner.briefing.content import load_briefing
 from provisioner.delivery.base import (
     ChannelError,
     ChannelRejected,
@@ -197,6 +198,24 @@ def message_values(context: DeliveryContext) -> dict[str, object]:
     return values
 
 
+def briefing_values(context: DeliveryContext, templates: jinja2.Environment) -> dict[str, object]:
+    """The host's security card and emergency links, escaped for Slack; empty for invitees
+    (a forwarded invitee copy must carry neither)."""
+    if context.role is not Role.HOST or context.method is not Method.REQUEST:
+        return {"briefing_steps": [], "briefing_tip": "", "actions": []}
+    briefing = load_briefing(templates, context.provider)
+    return {
+        "briefing_steps": [
+            (escape_mrkdwn(step.task), escape_mrkdwn(step.how)) for step in briefing.steps
+        ],
+        "briefing_tip": escape_mrkdwn(briefing.tip),
+        "actions": [
+            (escape_mrkdwn(action.label), mrkdwn_url(action.url), escape_mrkdwn(action.hint))
+            for action in context.actions
+        ],
+    }
+
+
 def fallback_text(context: DeliveryContext) -> str:
     """The notification line: what and from whom, never the link or passcode."""
     topic = escape_mrkdwn(_short(context.topic))
@@ -216,7 +235,8 @@ def render_slack_message(context: DeliveryContext, templates: jinja2.Environment
         ChannelRejected: the join link is not http(s) or the time zone is unknown.
     """
     kind = "invitation" if context.method is Method.REQUEST else "cancellation"
-    text = templates.get_template(f"chat/{kind}.md.j2").render(message_values(context))
+    values = message_values(context) | briefing_values(context, templates)
+    text = templates.get_template(f"chat/{kind}.md.j2").render(values)
     blocks: list[dict[str, Any]] = []
     for chunk in _sections(text):
         if blocks:

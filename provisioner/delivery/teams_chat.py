@@ -33,6 +33,7 @@ import httpx
 import jinja2
 import structlog
 
+from provisioner.briefing.content import load_briefing
 from provisioner.delivery.base import (
     ChannelError,
     ChannelRejected,
@@ -139,7 +140,12 @@ def render_teams_html(context: DeliveryContext, templates: jinja2.Environment) -
     kind = "invitation" if context.method is Method.REQUEST else "cancellation"
     name = f"chat/{kind}.html"
     require_autoescape(templates, name)
-    return templates.get_template(name).render(message_values(context)).strip()
+    values = message_values(context)
+    host_copy = context.role is Role.HOST and context.method is Method.REQUEST
+    # The card and the emergency links are the host's alone (see the email channel).
+    values["briefing"] = load_briefing(templates, context.provider) if host_copy else None
+    values["actions"] = list(context.actions) if host_copy else []
+    return templates.get_template(name).render(values).strip()
 
 
 def require_autoescape(templates: jinja2.Environment, name: str) -> None:

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import and_, func, or_, select, update
@@ -40,11 +41,13 @@ from provisioner.delivery.base import (
     ChannelRetriable,
     DeliveryContext,
     DeliveryReceipt,
+    HostAction,
     Method,
     Role,
 )
 from provisioner.delivery.chat_config import ChatUserNotFound
 from provisioner.delivery.models import Delivery, DeliveryStatus
+from provisioner.delivery.notices import NOTICE_ROLE, NoticeChannel, PrivateNotice, notice_for
 from provisioner.meetings.codec import settings_from_json
 from provisioner.meetings.joins import open_join
 from provisioner.meetings.models import Invitee, Meeting, MeetingState
@@ -52,6 +55,9 @@ from provisioner.observability.metrics import Metrics
 from provisioner.policy.model import Control
 from provisioner.providers.base import Person
 from provisioner.settings import WorkerSettings
+
+if TYPE_CHECKING:  # the actions package imports meetings, which the worker must not
+    from provisioner.actions.service import HostActionLinks
 
 log = structlog.get_logger(__name__)
 
@@ -93,8 +99,11 @@ class DeliveryWorker:
         settings: WorkerSettings,
         worker_id: str | None = None,
         rand: Callable[[], float] = random.random,
+        action_links: HostActionLinks | None = None,
     ) -> None:  # noqa: S311
         self._db = db
+        # Mints the host's emergency links; None leaves them out (no public URL known).
+        self._action_links = action_links
         self._channels = channels
         self._cipher = cipher
         self._settings = settings
@@ -198,7 +207,7 @@ class DeliveryWorker:
             return list(claimed.all())
 
     async def _deliver(
-        self, delivery: Delivery, context: DeliveryContext | DeadLetterAlert
+        self, delivery: Delivery, context: DeliveryContext | DeadLetterAlert | PrivateNotice
     ) -> DeliveryStatus:
         log_ = log.bind(
             delivery_id=delivery.id, meeting_id=delivery.meeting_id, worker_id=self.worker_id
@@ -208,7 +217,7 @@ class DeliveryWorker:
             return DeliveryStatus.SENDING
         receipt: DeliveryReceipt | None
         error: ChannelError | None
-        if isinstance(context, DeadLetterAlert):
+        if isinstance(context, DeadLetterAlert | PrivateNotice):
             outcome = await self._send_alert(context)
             receipt, error, fell_back = (
                 (None, outcome, False)
@@ -240,11 +249,18 @@ class DeliveryWorker:
         if self.metrics is not None and outcome is not None:
             self.metrics.delivery_settled(channel, outcome)
 
-    async def _send_alert(self, alert: DeadLetterAlert) -> DeliveryReceipt | ChannelError:
+    async def _send_alert(
+        self, alert: DeadLetterAlert | PrivateNotice
+    ) -> DeliveryReceipt | ChannelError:
+        """Alerts and notices go by email only: they must reach a person, not a chat bot."""
         email = self._channels.get("email")
-        if not isinstance(email, AlertChannel):
-            return ChannelRejected("no email channel is configured to carry alerts")
         try:
+            if isinstance(alert, PrivateNotice):
+                if not isinstance(email, NoticeChannel):
+                    return ChannelRejected("no email channel is configured to carry notices")
+                return await email.send_notice(alert)
+            if not isinstance(email, AlertChannel):
+                return ChannelRejected("no email channel is configured to carry alerts")
             return await email.send_alert(alert)
         except ChannelError as exc:
             return exc
@@ -280,7 +296,7 @@ class DeliveryWorker:
 
     async def _load_batch(
         self, session: AsyncSession, ids: list[str]
-    ) -> list[tuple[Delivery, DeliveryContext | DeadLetterAlert]]:
+    ) -> list[tuple[Delivery, DeliveryContext | DeadLetterAlert | PrivateNotice]]:
         """Everything the claimed deliveries need, in three queries rather than three each."""
         deliveries = (
             await session.scalars(
@@ -302,12 +318,17 @@ class DeliveryWorker:
             i.id: i
             for i in await session.scalars(select(Invitee).where(Invitee.id.in_(invitee_ids)))
         }
-        loaded: list[tuple[Delivery, DeliveryContext | DeadLetterAlert]] = []
+        loaded: list[tuple[Delivery, DeliveryContext | DeadLetterAlert | PrivateNotice]] = []
         for delivery in sorted(deliveries, key=lambda d: ids.index(d.id)):
             meeting = meetings.get(delivery.meeting_id)
             invitee = invitees.get(delivery.invitee_id) if delivery.invitee_id else None
             if meeting is not None and delivery.role == ALERT_ROLE:
                 loaded.append((delivery, alert_for(delivery, meeting)))
+                continue
+            if meeting is not None and delivery.role == NOTICE_ROLE:
+                # A notice reports what happened: a later reschedule or the meeting's end
+                # does not make it outdated.
+                loaded.append((delivery, notice_for(delivery)))
                 continue
             if meeting is None or (delivery.role != Role.HOST and invitee is None):
                 await self._retire(
@@ -402,6 +423,16 @@ class DeliveryWorker:
             personal = invitee.personal_link
         if sealed is None:
             return None
+        actions: tuple[HostAction, ...] = ()
+        if (
+            self._action_links is not None
+            and invitee is None
+            and delivery.role == Role.HOST
+            and delivery.method == Method.REQUEST
+        ):
+            actions = await self._action_links.for_delivery(
+                session, meeting=meeting, delivery_id=delivery.id, now=utcnow()
+            )
         if meeting.state == MeetingState.VERIFIED:
             meeting.state = MeetingState.DELIVERING
             await record_event(
@@ -430,6 +461,7 @@ class DeliveryWorker:
             personal=personal,
             settings=settings_from_json(meeting.settings),
             not_enforced=frozenset(Control(c) for c in meeting.not_enforced),
+            actions=actions,
         )
 
     async def _record(
@@ -508,7 +540,9 @@ class DeliveryWorker:
                 "delivery.dead_lettered", attempts=row.attempts, error_type=type(error).__name__
             )
             meeting = await session.get(Meeting, row.meeting_id)
-            if meeting is not None:
+            # A dead notice is audited and logged like a dead alert; the dead-letter alert
+            # speaks of a missed invitation, which would mislead about a notice.
+            if meeting is not None and row.role != NOTICE_ROLE:
                 alerts = await queue_dead_letter_alerts(
                     session, row, meeting, it_emails=self._settings.alert_emails
                 )
@@ -549,7 +583,7 @@ class DeliveryWorker:
             .select_from(Delivery)
             .where(
                 Delivery.meeting_id == meeting_id,
-                Delivery.role != ALERT_ROLE,
+                Delivery.role.notin_((ALERT_ROLE, NOTICE_ROLE)),
                 Delivery.status.in_(
                     (DeliveryStatus.PENDING, DeliveryStatus.SENDING, DeliveryStatus.DEAD)
                 ),

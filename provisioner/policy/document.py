@@ -235,12 +235,28 @@ class GroupPolicy(_Partial):
         return cast(ControlOverride | None, getattr(self, control.value))
 
 
+class BriefingAcknowledgementMode(StrEnum):
+    """Whether hosts must acknowledge a provider's security briefing before hosting on it."""
+
+    OFF = "off"
+    REQUIRED = "required"
+
+
+def _off_mode_from_yaml(value: object) -> object:
+    # YAML 1.1 reads a bare `off` as false, as for chat.
+    return BriefingAcknowledgementMode.OFF if value is False else value
+
+
 class PolicyDocument(_Model):
     """The whole policy file; `groups` is keyed by the value of the user's groups claim."""
 
     version: Literal[1]
     defaults: PolicyDefaults
     groups: dict[GroupName, GroupPolicy] = Field(default_factory=dict)
+    # Org-wide, not per group: a briefing is about the provider, not the meeting.
+    briefing_acknowledgement: Annotated[
+        BriefingAcknowledgementMode, BeforeValidator(_off_mode_from_yaml)
+    ] = BriefingAcknowledgementMode.OFF
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

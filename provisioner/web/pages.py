@@ -14,9 +14,14 @@ from provisioner.admin.service import list_all_meetings, policy_by_group, search
 from provisioner.auth.deps import SessionDep, StateDep
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.auth.roles import Role
+from provisioner.briefing.content import render_card_html
+from provisioner.briefing.errors import BriefingNotAcknowledged
 from provisioner.db import utcnow
+from provisioner.delivery.render import default_template_dir, make_template_environment
 from provisioner.errors import ProvisionerError
 from provisioner.idempotency.service import request_fingerprint
+from provisioner.meetings.access import get_meeting_for_actor, is_host
+from provisioner.meetings.codec import settings_from_json
 from provisioner.meetings.lifecycle import cancel_meeting
 from provisioner.meetings.on_behalf import provision_for
 from provisioner.meetings.read import meeting_read
@@ -25,10 +30,14 @@ from provisioner.meetings.service import (
     get_meeting_for_host,
     list_meetings_for_host,
 )
+from provisioner.policy.model import Control
 from provisioner.policy.render import effective_policy_as_dict
 from provisioner.policy.resolve import effective_for_groups
 from provisioner.problems import status_for
 from provisioner.providers.registry import pick
+from provisioner.web.controls import TEXTS as CONTROL_TEXTS
+from provisioner.web.controls import attendance_panel
+from provisioner.web.controls import router as controls_router
 from provisioner.web.deps import CSRF_CHECKED, WebUser, require_page_role
 from provisioner.web.forms import FormState, add_errors, control_views, default_start, read_form
 from provisioner.web.render import page, viewer_zone
@@ -36,7 +45,10 @@ from provisioner.web.render import page, viewer_zone
 router = APIRouter(tags=["web"], include_in_schema=False)
 EMPLOYEE = require_page_role(Role.EMPLOYEE)
 IT_ADMIN = require_page_role(Role.IT_ADMIN)
+HOST_OR_RESPONDER = require_page_role(Role.EMPLOYEE, Role.RESPONDER)
 MeetingId = Annotated[str, Path(max_length=64)]
+# The message templates (templates/briefing/), for the security card on the meeting page.
+MESSAGE_TEMPLATES = make_template_environment(default_template_dir())
 
 
 @router.get("/")
@@ -107,6 +119,8 @@ async def request_meeting(request: Request, state: StateDep, user: WebUser) -> R
             idempotency_key=_idempotency_key(form.get("idempotency_key")),
             fingerprint=request_fingerprint(body.model_dump(mode="json")),
         )
+    except BriefingNotAcknowledged as exc:
+        return RedirectResponse(f"/briefings/{exc.provider}?next=/meetings/new", status_code=303)
     except (AuthenticationFailed, PermissionDenied):
         raise
     except ProvisionerError as exc:
@@ -118,22 +132,46 @@ async def request_meeting(request: Request, state: StateDep, user: WebUser) -> R
     return RedirectResponse(f"/meetings/{result.meeting_id}", status_code=303)
 
 
-@router.get("/meetings/{meeting_id}", dependencies=[EMPLOYEE])
+@router.get("/meetings/{meeting_id}", dependencies=[HOST_OR_RESPONDER])
 async def meeting_detail(
-    request: Request, meeting_id: MeetingId, user: WebUser, session: SessionDep, state: StateDep
+    request: Request,
+    meeting_id: MeetingId,
+    user: WebUser,
+    state: StateDep,
+    attendance: Annotated[bool, Query()] = False,
+    done: Annotated[str | None, Query(max_length=20)] = None,
 ) -> Response:
-    """The host's view: link and passcode (with a copy button) and each invitee's delivery."""
-    meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=user)
-    status = await delivery_status_by_invitee(session, meeting.id)
-    read = meeting_read(
-        meeting, cipher=state.cipher, include_host_join=True, delivery_status=status
-    )
+    """The host's view: link and passcode (with a copy button) and each invitee's delivery.
+
+    A responder sees the same page without the host's link, with the in-meeting controls.
+    While the meeting runs (or on `?attendance=true`) it lists who is in the call.
+    """
+    # Short sessions, not SessionDep: the attendance check opens its own around the
+    # provider call, and SQLite has one connection.
+    async with state.db.session() as session:
+        meeting = await get_meeting_for_actor(session, meeting_id=meeting_id, actor=user)
+        status = await delivery_status_by_invitee(session, meeting.id)
+        host = is_host(meeting, user)
+        read = meeting_read(
+            meeting, cipher=state.cipher, include_host_join=host, delivery_status=status
+        )
+    panel = await attendance_panel(state, meeting, user, requested=attendance)
     return page(
         request,
         "meeting_detail.html",
         meeting=meeting,
         read=read,
         zone=viewer_zone(request, meeting.timezone),
+        is_host=host,
+        controls=panel,
+        done=CONTROL_TEXTS[done].done if done in CONTROL_TEXTS else None,
+        # Security advice, not a secret: a responder may read it too.
+        briefing=render_card_html(
+            MESSAGE_TEMPLATES,
+            provider=meeting.provider,
+            settings=settings_from_json(meeting.settings),
+            not_enforced=(Control(c) for c in meeting.not_enforced),
+        ),
     )
 
 
@@ -185,3 +223,6 @@ def _idempotency_key(value: object) -> str | None:
     """The form's hidden key, if it is one the API would accept (a tampered one is dropped:
     the request then simply is not deduplicated, which is safe)."""
     return value if isinstance(value, str) and _KEY.match(value) else None
+
+
+router.include_router(controls_router)  # lock, expel, end and rotate for hosts and responders

@@ -239,7 +239,7 @@ class TestHostSecurity:
         assert "Jitsi could not enforce:" in text
         assert "waiting room -- turn it on from the meeting's security options" in text
         assert "Only the host can share their screen." in text
-        assert "end the meeting for everyone" in text
+        assert "End the meeting for everyone" in text
         html = body(message, "text/html")
         assert "Jitsi could not enforce" in html
         assert "waiting room" in html
