@@ -2,7 +2,8 @@
 
 The plan is that secrets are never passed to a logger or an audit event in the first place;
 this module is the backstop. It drops values under keys that name a secret and scrubs
-values that look like one (a `jwt=` query parameter, a bearer token, a JWT), and every
+values that look like one (a `jwt=`, `pwd=`, `tk=`, `token=` or `passcode=` query
+parameter, a bearer token, a JWT), and every
 value registered as a currently known secret (everything read from the secret store, data
 keys, provider tokens): those are removed wherever they appear in free text.
 """
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 REDACTED = "[redacted]"
@@ -23,6 +24,9 @@ _SECRET_KEY = re.compile(
 )
 _SECRET_VALUE = re.compile(
     r"(?:jwt=)[^\s&\"'<>]+"  # a token in a join link
+    # Any other query value that is a way into a meeting (the ones a notice refuses,
+    # delivery/notices.py): Zoom `pwd`, Teams/Webex `tk`, `token`, `passcode`, `password`.
+    r"|(?<=[?&])(?i:pwd|passcode|password|token|tk)=[^\s&\"'<>]*"
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=-]+"  # an Authorization header value
     r"|eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"  # a bare JWT
     r"|pal\.[0-9a-f]{32}\.[A-Za-z0-9_-]+"  # an emergency action link (actions/tokens.py)
@@ -65,6 +69,26 @@ def forget_secrets() -> None:
     with _known_lock:
         _known_values.clear()
         _known_pattern = None
+
+
+def local_scrubber(
+    values: Iterable[str], *, min_length: int = MIN_KNOWN_SECRET_LENGTH
+) -> Callable[[str], str]:
+    """A `scrub_text` that also removes `values`, for one piece of work only.
+
+    Unlike `register_secrets`, nothing is remembered process-wide: use it for secrets that
+    matter to one report or one request (a meeting's join links and passcodes), which would
+    otherwise pile up in the registry and redact look-alike text in unrelated logs.
+    """
+    ordered = sorted({v for v in values if len(v) >= min_length}, key=len, reverse=True)
+    if not ordered:
+        return scrub_text
+    pattern = re.compile("|".join(re.escape(v) for v in ordered))
+
+    def scrub(text: str) -> str:
+        return scrub_text(pattern.sub(REDACTED, text))
+
+    return scrub
 
 
 def scrub_text(text: str) -> str:

@@ -1,7 +1,9 @@
 """Carry out one confirmed emergency action through the same services as the API.
 
 Returns what the host should see next; any reason the action could not happen becomes
-`ActionNotPossible`, so the caller can give the link back and say so plainly.
+`ActionNotPossible`, so the caller can give the link back and say so plainly. A rotation
+that sent the new link but could not delete the old meeting is neither: it comes back as an
+outcome marked "incomplete", because something did happen and the link is spent.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from provisioner.actions.service import Action
 from provisioner.auth.principal import Principal
 from provisioner.errors import ProvisionerError
 from provisioner.meetings.lifecycle import end_meeting
-from provisioner.meetings.rotate import rotate_meeting
+from provisioner.meetings.rotate import RotationIncomplete, rotate_meeting
 from provisioner.meetings.service import Provisioning, get_meeting_for_host
 from provisioner.providers.base import MeetingProvider
 from provisioner.providers.registry import pick
@@ -28,6 +30,7 @@ class ActionOutcome:
     done: str | None = None
     redirect: str | None = None
     meeting_id: str | None = None
+    outcome: str = "done"  # what the audit records: "done" or "incomplete"
 
 
 async def carry_out(
@@ -43,15 +46,15 @@ async def carry_out(
     Raises:
         ActionNotPossible: the meeting is in a state that does not allow it, the provider
             has no API for it, or the provider failed (nothing was changed here).
-        MeetingNotFound: `host` does not own the meeting.
+        MeetingNotFound: `host` does not own the meeting (checked first, for every action).
     """
+    async with deps.db.session() as session:
+        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
+        provider_name = meeting.provider
     if action is Action.REPORT:
         return ActionOutcome(
             redirect=f"/incidents/new?meeting={quote(meeting_id, safe='')}", meeting_id=meeting_id
         )
-    async with deps.db.session() as session:
-        meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
-        provider_name = meeting.provider
     try:
         provider = pick(providers, provider_name)
         if action is Action.END:
@@ -60,6 +63,14 @@ async def carry_out(
         return await _rotate(deps, meeting_id=meeting_id, host=host, provider=provider)
     except ActionNotPossible:
         raise
+    except RotationIncomplete as exc:
+        return ActionOutcome(
+            done="The new link was sent privately to every invitee, but the provider did not "
+            "delete the old meeting, so the old link may still work. Rotate the link again "
+            "from the new meeting's page, or delete the old meeting at the provider.",
+            meeting_id=exc.new_id,
+            outcome="incomplete",
+        )
     except ProvisionerError as exc:
         raise ActionNotPossible(exc.detail) from None
 

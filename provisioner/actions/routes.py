@@ -100,7 +100,8 @@ def _confirm_page(request: Request, meeting: Meeting, action: Action, *, post_ur
 def _outcome_page(request: Request, outcome: ActionOutcome) -> Response:
     if outcome.redirect is not None:
         return RedirectResponse(outcome.redirect, status_code=303)
-    return page(request, "action_done.html", message=outcome.done, meeting_id=outcome.meeting_id)
+    template = "action_incomplete.html" if outcome.outcome == "incomplete" else "action_done.html"
+    return page(request, template, message=outcome.done, meeting_id=outcome.meeting_id)
 
 
 @router.get("/actions/{token}")
@@ -148,13 +149,27 @@ async def use_action_link(
                 via="link",
             )
         return page(request, "action_refused.html", message=exc.detail, status_code=exc.status)
+    except Exception:
+        # Nothing is known to have happened: give the link back so the host can try again.
+        async with state.db.session() as session:
+            await release_link(session, link.id)
+            await record_action(
+                session,
+                user=user,
+                meeting_id=meeting.id,
+                action=action.value,
+                outcome="error",
+                link_id=link.id,
+                via="link",
+            )
+        raise
     async with state.db.session() as session:
         await record_action(
             session,
             user=user,
             meeting_id=meeting.id,
             action=action.value,
-            outcome="done",
+            outcome=outcome.outcome,
             link_id=link.id,
             via="link",
         )
@@ -220,7 +235,7 @@ async def act_from_page(
             user=user,
             meeting_id=meeting_id,
             action=chosen.value,
-            outcome="done",
+            outcome=outcome.outcome,
             link_id=None,
             via="page",
         )

@@ -185,6 +185,9 @@ async def release_link(session: AsyncSession, link_id: str) -> None:
     )
 
 
+USED_OUTCOMES = frozenset({"done", "incomplete"})
+
+
 async def record_action(
     session: AsyncSession,
     *,
@@ -200,7 +203,8 @@ async def record_action(
     await record_event(
         session,
         actor=user.subject,
-        action="action_link.used" if outcome == "done" else "action_link.refused",
+        # "incomplete": the action ran and changed things, only not all of them.
+        action="action_link.used" if outcome in USED_OUTCOMES else "action_link.refused",
         target_type="meeting" if meeting_id else "action_link",
         target_id=meeting_id or (link_id or "unknown"),
         details={"action": action, "outcome": outcome, "link_id": link_id, "via": via},

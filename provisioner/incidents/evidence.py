@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import structlog
@@ -46,7 +46,7 @@ from provisioner.providers.base import (
     ProvisionedMeeting,
 )
 from provisioner.providers.errors import ProviderError, ProviderNotFound
-from provisioner.redaction import register_secrets, scrub_text
+from provisioner.redaction import local_scrubber, scrub_text
 
 log = structlog.get_logger(__name__)
 
@@ -168,8 +168,8 @@ def _spec_and_created(
     """Rebuild what `verify` compares, from the stored meeting.
 
     The join details are opened in memory only because some providers (Jitsi) verify the
-    links themselves; they are registered with the redactor so that nothing read back can
-    carry them into the snapshot.
+    links themselves; the report's own scrubber (`report_scrubber`) keeps them out of the
+    snapshot.
     """
     current = meeting.current_invitees
     spec = MeetingSpec(
@@ -182,12 +182,9 @@ def _spec_and_created(
         invitees=tuple(Person(email=i.email, name=i.name) for i in current),
         settings=settings_from_json(meeting.settings),
     )
-    opened: list[JoinDetails] = []
 
     def open_(sealed: str, table: str, row_id: str) -> JoinDetails:
-        join = open_join(cipher, sealed, table=table, row_id=row_id)
-        opened.append(join)
-        return join
+        return open_join(cipher, sealed, table=table, row_id=row_id)
 
     host = (
         open_(meeting.host_join_secret, "meetings", meeting.id)
@@ -204,9 +201,6 @@ def _spec_and_created(
             personal[invitee.email.lower()] = join
         elif shared is None:
             shared = join
-    register_secrets(
-        [value for join in opened for value in (join.url, join.passcode or "") if value]
-    )
     created = ProvisionedMeeting(
         provider_meeting_id=meeting.provider_meeting_id or "",
         host=host,
@@ -218,22 +212,50 @@ def _spec_and_created(
     return spec, created
 
 
-def _failure(exc: BaseException) -> str:
+def report_scrubber(meeting: Meeting, cipher: FieldCipher) -> Callable[[str], str]:
+    """`scrub_text` plus this meeting's join links and passcodes, for one report only.
+
+    Nothing is registered process-wide: the values matter to this snapshot alone, and a
+    registry that only grows would redact look-alike text (a numeric passcode) in every
+    later log line.
+    """
+    sealed = [("meetings", meeting.id, meeting.host_join_secret)] + [
+        ("invitees", i.id, i.join_secret) for i in meeting.invitees
+    ]
+    values: list[str] = []
+    for table, row_id, secret in sealed:
+        if not secret:
+            continue
+        try:
+            join = open_join(cipher, secret, table=table, row_id=row_id)
+        except (CipherError, ValueError, KeyError):
+            continue
+        values += [v for v in (join.url, join.passcode or "") if v]
+    return local_scrubber(values)
+
+
+def _failure(exc: BaseException, scrub: Callable[[str], str] = scrub_text) -> str:
     if isinstance(exc, ProviderNotFound):
         return "the provider no longer has this meeting"
     if isinstance(exc, TimeoutError):
         return "the provider did not answer in time"
     if isinstance(exc, ProviderError):
-        return scrub_text(f"{type(exc).__name__}: {exc.detail}")[:300]
+        return scrub(f"{type(exc).__name__}: {exc.detail}")[:300]
     return f"unexpected {type(exc).__name__}"
 
 
 async def read_provider(
-    provider: MeetingProvider | None, meeting: Meeting, cipher: FieldCipher, *, now: datetime
+    provider: MeetingProvider | None,
+    meeting: Meeting,
+    cipher: FieldCipher,
+    *,
+    now: datetime,
+    scrub: Callable[[str], str] = scrub_text,
 ) -> ProviderView:
     """Ask the provider for the settings and participants; any failure is recorded, not raised.
 
-    Called with no database transaction open (a provider call can take seconds).
+    Called with no database transaction open (a provider call can take seconds). Text the
+    provider sends back passes through `scrub` (the report's `report_scrubber`).
     """
     base_settings: dict[str, Any] = {
         "read_at": iso(now),
@@ -261,7 +283,7 @@ async def read_provider(
             "status": "read",
             "confirmed": sorted(str(c) for c in observed.confirmed),
             "mismatched": {
-                str(c): scrub_text(description) for c, description in observed.mismatched.items()
+                str(c): scrub(description) for c, description in observed.mismatched.items()
             },
         }
     except (CipherError, ValueError, KeyError) as exc:
@@ -271,7 +293,7 @@ async def read_provider(
             "reason": f"the stored meeting could not be rebuilt ({type(exc).__name__})",
         }
     except Exception as exc:  # a read failure must never lose the report
-        settings = {**base_settings, "status": "unavailable", "reason": _failure(exc)}
+        settings = {**base_settings, "status": "unavailable", "reason": _failure(exc, scrub)}
 
     participants: dict[str, Any]
     if Feature.PARTICIPANTS not in provider.features:
@@ -290,14 +312,16 @@ async def read_provider(
             participants = {
                 "status": "read",
                 "read_at": iso(now),
-                "items": compare_attendance(seen, meeting),
+                "items": compare_attendance(seen, meeting, scrub=scrub),
             }
         except Exception as exc:  # as above: say what failed, keep the report
-            participants = {"status": "unavailable", "reason": _failure(exc)}
+            participants = {"status": "unavailable", "reason": _failure(exc, scrub)}
     return ProviderView(settings, participants)
 
 
-def compare_attendance(seen: Sequence[Participant], meeting: Meeting) -> list[dict[str, Any]]:
+def compare_attendance(
+    seen: Sequence[Participant], meeting: Meeting, *, scrub: Callable[[str], str] = scrub_text
+) -> list[dict[str, Any]]:
     """Each participant, marked invited or not: by email when the provider gives one (a
     strong match), else by display name (weak: anyone can type a name)."""
     emails = {meeting.host_email.lower(): "host"}
@@ -315,7 +339,7 @@ def compare_attendance(seen: Sequence[Participant], meeting: Meeting) -> list[di
             match = "name (weak)" if who else "none"
         items.append(
             {
-                "name": scrub_text(person.name),
+                "name": scrub(person.name),
                 "email": person.email,
                 "joined_at": iso(person.joined_at),
                 "left_at": iso(person.left_at),
@@ -354,4 +378,9 @@ def build_timeline(
 
 
 def _instant(entry: tuple[str, str]) -> tuple[datetime, str]:
-    return datetime.fromisoformat(entry[0]), entry[1]
+    """Sort key; a time without an offset (some providers send naive ones) is taken as UTC,
+    since naive and aware times cannot be compared."""
+    at = datetime.fromisoformat(entry[0])
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=UTC)
+    return at, entry[1]

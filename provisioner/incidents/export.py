@@ -15,6 +15,7 @@ from typing import Any
 
 import jinja2
 
+from provisioner.auth.errors import PermissionDenied
 from provisioner.delivery.render import format_meeting_time, provider_label
 from provisioner.incidents.evidence import iso
 from provisioner.incidents.service import IncidentView
@@ -43,8 +44,14 @@ def provider_notice(view: IncidentView, settings: Settings) -> ProviderNotice:
     """Meeting ids and times, who was not invited, and what happened, in plain text.
 
     The reporter's statement is not copied in: it is personal and goes to the provider
-    only if the responder decides so. No join link or passcode is ever included.
+    only if the responder decides so. No join link or passcode is ever included. Only a
+    responder may have it (it lists the attendance).
+
+    Raises:
+        PermissionDenied: the viewer is not a responder.
     """
+    if not view.viewer_is_responder:
+        raise PermissionDenied("only responders prepare the provider notice", scope="role")
     evidence = view.evidence
     meeting = evidence["meeting"]
     label = provider_label(meeting["provider"])
@@ -90,10 +97,63 @@ def provider_notice(view: IncidentView, settings: Settings) -> ProviderNotice:
     )
 
 
+# What a non-responder sees in place of the responder-only parts of the snapshot.
+WITHHELD_REASON = "only HR/security see this part of the evidence"
+_REPORTER_EVIDENCE = ("format", "incident_id", "frozen_at", "reporter", "meeting", "statement")
+
+
+def visible_evidence(view: IncidentView) -> dict[str, Any]:
+    """The snapshot as this viewer may see it.
+
+    Responders get it exactly as frozen, and so does a reporter who hosted the meeting: it
+    describes their own meeting, whose attendance, settings, invitees and deliveries the
+    host sees on the meeting page anyway. Any other reporter (an invitee) gets their own
+    statement, the attachments' listing and which meeting it was about; the provider's
+    read-back, the attendance list, the invitees, the deliveries, the audit trail and the
+    timeline built from them are withheld (the keys stay, empty, so every page renders).
+    """
+    evidence = view.evidence
+    if view.viewer_is_responder or _reporter_is_host(view):
+        return evidence
+    shown: dict[str, Any] = {key: evidence[key] for key in _REPORTER_EVIDENCE if key in evidence}
+    shown["attachments"] = list(evidence.get("attachments", ()))
+    shown["settings"] = {
+        "status": "withheld",
+        "reason": WITHHELD_REASON,
+        "policy": {},
+        "not_enforced": [],
+    }
+    shown["participants"] = {"status": "withheld", "reason": WITHHELD_REASON}
+    shown["invitees"] = []
+    shown["deliveries"] = []
+    shown["audit_trail"] = []
+    shown["timeline"] = []
+    shown["withheld"] = True
+    return shown
+
+
+def _reporter_is_host(view: IncidentView) -> bool:
+    return view.incident.reporter_role == "host"
+
+
 def incident_json(view: IncidentView, settings: Settings) -> dict[str, Any]:
-    """The full record: evidence exactly as frozen plus the workflow around it."""
+    """The record as the viewer may see it.
+
+    A responder gets the evidence exactly as frozen plus the whole workflow around it. A
+    reporter who is not a responder never gets the responder notes, the law-enforcement
+    record or the provider notice; an invitee reporter gets only their own statement, the
+    status and the attachments (see `visible_evidence`), a host reporter also the snapshot
+    of their own meeting and the follow-ups asked of them (settings fixes, host training).
+    """
     incident = view.incident
-    notice = provider_notice(view, settings)
+    responder = view.viewer_is_responder
+    host = _reporter_is_host(view)
+    notice = (
+        provider_notice(view, settings)
+        if responder
+        else ProviderNotice(provider="", contact="", subject="", body="")
+    )
+    fixes = view.fixes if responder or host else []
     return {
         "id": incident.id,
         "meeting_id": incident.meeting_id,
@@ -106,7 +166,7 @@ def incident_json(view: IncidentView, settings: Settings) -> dict[str, Any]:
         },
         "evidence_sha256": incident.evidence_sha256,
         "evidence_verified": True,
-        "evidence": view.evidence,
+        "evidence": visible_evidence(view),
         "attachments": [
             {
                 "id": a.id,
@@ -126,7 +186,9 @@ def incident_json(view: IncidentView, settings: Settings) -> dict[str, Any]:
                 "created_at": n.created_at,
             }
             for n in incident.notes
-        ],
+        ]
+        if responder
+        else [],
         "suggested_fixes": [
             {
                 "code": f.code,
@@ -136,14 +198,16 @@ def incident_json(view: IncidentView, settings: Settings) -> dict[str, Any]:
                 "href": f.href,
                 "applied": f.code in incident.fixes_applied,
             }
-            for f in view.fixes
+            for f in fixes
         ],
         "follow_ups": {
-            "fixes_applied": list(incident.fixes_applied),
-            "law_enforcement_contacted": incident.law_enforcement_contacted,
-            "law_enforcement_reference": incident.law_enforcement_reference,
-            "provider_notice_sent_at": iso(incident.provider_notice_sent_at),
-            "training_acknowledged_at": iso(incident.training_acknowledged_at),
+            "fixes_applied": list(incident.fixes_applied) if responder or host else [],
+            "law_enforcement_contacted": incident.law_enforcement_contacted if responder else None,
+            "law_enforcement_reference": incident.law_enforcement_reference if responder else None,
+            "provider_notice_sent_at": iso(incident.provider_notice_sent_at) if responder else None,
+            "training_acknowledged_at": iso(incident.training_acknowledged_at)
+            if responder or host
+            else None,
         },
         "provider_notice": {
             "contact": notice.contact,
@@ -176,10 +240,11 @@ def render_html(view: IncidentView, settings: Settings) -> str:
     if _ENVIRONMENT is None:
         _ENVIRONMENT = _environment()
     record = incident_json(view, settings)
-    meeting = view.evidence["meeting"]
+    evidence = record["evidence"]
+    meeting = evidence["meeting"]
     when = _when(meeting)
     return _ENVIRONMENT.get_template("incidents/report.html").render(
-        record=record, evidence=view.evidence, meeting=meeting, when=when
+        record=record, evidence=evidence, meeting=meeting, when=when
     )
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioner.auth.principal import Principal
-from provisioner.delivery.notices import queue_notice
+from provisioner.delivery.notices import NoticeRefused, queue_notice
 from provisioner.delivery.render import format_meeting_time, provider_label
 from provisioner.incidents.models import Incident
 from provisioner.meetings.models import Meeting
@@ -100,16 +100,56 @@ async def notify_filed(
                 f"in with {reporter.name}.",
             ]
             link = None
-        await queue_notice(
-            session,
-            meeting_id=meeting.id,
-            recipient=recipient.person,
-            kind=KIND,
-            subject=f"Incident reported: {meeting.topic}"
+        subject = (
+            f"Incident reported: {meeting.topic}"
             if recipient.why != "manager"
-            else "An incident was reported by someone on your team",
-            lines=lines,
-            link=link,
+            else "An incident was reported by someone on your team"
         )
+        try:
+            await queue_notice(
+                session,
+                meeting_id=meeting.id,
+                recipient=recipient.person,
+                kind=KIND,
+                subject=subject,
+                lines=lines,
+                link=link,
+            )
+        except NoticeRefused:
+            # The summary or the topic looked like it carried a join secret (or was too
+            # long): send the same notice without them rather than lose the report.
+            await queue_notice(
+                session,
+                meeting_id=meeting.id,
+                recipient=recipient.person,
+                kind=KIND,
+                subject=_PLAIN_SUBJECT[recipient.why],
+                lines=_PLAIN_LINES[recipient.why],
+                link=link,
+            )
         queued += 1
     return queued
+
+
+# Used when the full notice is refused: nothing copied from the report or the meeting.
+_PLAIN_SUBJECT = {
+    "responder": "Incident reported",
+    "host": "Incident reported in your meeting",
+    "manager": "An incident was reported by someone on your team",
+}
+_PLAIN_LINES = {
+    "responder": [
+        "An incident was reported in a meeting; its summary or topic could not be included "
+        "in this message. Open the incident to triage it.",
+        "The evidence was frozen when the report was filed.",
+    ],
+    "host": [
+        "An incident was reported in one of your meetings.",
+        "HR/security have the report and will contact you if they need more.",
+        "You are asked to complete a short security follow-up for hosts.",
+    ],
+    "manager": [
+        "Someone on your team reported an incident that happened in a meeting.",
+        "HR/security have been notified and are handling it.",
+    ],
+}

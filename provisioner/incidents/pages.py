@@ -154,7 +154,7 @@ async def incident_page(
         request,
         "incident_detail.html",
         record=record,
-        evidence=view.evidence,
+        evidence=record["evidence"],
         responder=view.viewer_is_responder,
     )
 

@@ -1,7 +1,7 @@
 """HTTP for incidents: thin handlers over `incidents.service` and `incidents.export`.
 
-Access is decided by the service (reporter or responder; anyone else gets 404), so the
-routes need only an authenticated caller.
+Access is decided by the service (reporter or responder; anyone else gets 404); every
+route that changes something also needs the `meetings:write` scope (403 without it).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from provisioner.auth.deps import CurrentPrincipal, StateDep, WriteRateLimit
+from provisioner.auth.deps import CurrentPrincipal, StateDep, WriteRateLimit, require_scope
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.incidents.errors import (
     EvidenceTampered,
@@ -53,6 +53,10 @@ from provisioner.state import AppState
 router = APIRouter(prefix="/api/v1/incidents", tags=["incidents"])
 IncidentId = Annotated[str, Path(max_length=64)]
 READ_ERRORS = responses(IncidentNotFound, EvidenceTampered, AuthenticationFailed)
+# Every change (filing, notes, transitions, follow-ups, the host's acknowledgement) needs
+# the same scope as changing a meeting, so a read-only token can read but not file or work
+# a report. Browser pages (`pages.py`) act through the session and are not affected.
+WRITES = require_scope("meetings:write")
 
 
 def incidents_of(state: AppState) -> Incidents:
@@ -88,8 +92,10 @@ async def _change(
     "",
     status_code=201,
     response_model=IncidentRead,
-    dependencies=[WriteRateLimit],
-    responses=responses(RateLimited, MeetingNotFound, InvalidIncident, AuthenticationFailed),
+    dependencies=[WRITES, WriteRateLimit],
+    responses=responses(
+        RateLimited, MeetingNotFound, InvalidIncident, AuthenticationFailed, PermissionDenied
+    ),
 )
 async def report_incident(
     body: IncidentCreate, principal: CurrentPrincipal, state: StateDep
@@ -137,11 +143,14 @@ async def read_incident(
     return await _record(state, incident_id, principal)
 
 
-@router.get("/{incident_id}/provider-notice", responses=READ_ERRORS)
+@router.get("/{incident_id}/provider-notice", responses=READ_ERRORS | responses(PermissionDenied))
 async def read_provider_notice(
     incident_id: IncidentId, principal: CurrentPrincipal, state: StateDep
 ) -> dict[str, str]:
-    """The prepared notice to the provider's abuse contact (you send it; then record it)."""
+    """The prepared notice to the provider's abuse contact (you send it; then record it).
+
+    Responders only: it lists who attended.
+    """
 
     async def work(session: AsyncSession) -> dict[str, str]:
         view = await get_incident(session, incident_id=incident_id, viewer=principal)
@@ -181,7 +190,7 @@ async def download_attachment(
 @router.post(
     "/{incident_id}/notes",
     status_code=201,
-    dependencies=[WriteRateLimit],
+    dependencies=[WRITES, WriteRateLimit],
     responses=responses(RateLimited, IncidentNotFound, EvidenceTampered, PermissionDenied),
 )
 async def post_note(
@@ -201,7 +210,7 @@ async def post_note(
 
 @router.post(
     "/{incident_id}/transitions",
-    dependencies=[WriteRateLimit],
+    dependencies=[WRITES, WriteRateLimit],
     responses=responses(
         RateLimited, IncidentNotFound, EvidenceTampered, PermissionDenied, TransitionRefused
     ),
@@ -222,7 +231,7 @@ async def post_transition(
 
 @router.patch(
     "/{incident_id}/follow-ups",
-    dependencies=[WriteRateLimit],
+    dependencies=[WRITES, WriteRateLimit],
     responses=responses(
         RateLimited, IncidentNotFound, EvidenceTampered, PermissionDenied, InvalidIncident
     ),
@@ -261,8 +270,8 @@ async def read_training(
 
 @router.post(
     "/{incident_id}/training/acknowledge",
-    dependencies=[WriteRateLimit],
-    responses=responses(RateLimited, IncidentNotFound),
+    dependencies=[WRITES, WriteRateLimit],
+    responses=responses(RateLimited, IncidentNotFound, PermissionDenied),
 )
 async def post_training_acknowledgement(
     incident_id: IncidentId, principal: CurrentPrincipal, state: StateDep

@@ -29,7 +29,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
 from provisioner.audit.models import AuditEvent
-from provisioner.audit.service import record_event
+from provisioner.audit.service import GENESIS, record_event
+from provisioner.audit.service import _digest as audit_digest
 from provisioner.auth.errors import PermissionDenied
 from provisioner.auth.principal import Principal
 from provisioner.auth.roles import Role
@@ -49,6 +50,7 @@ from provisioner.incidents.evidence import (
     iso,
     read_provider,
     read_records,
+    report_scrubber,
 )
 from provisioner.incidents.fixes import SuggestedFix, suggest_fixes
 from provisioner.incidents.models import (
@@ -63,7 +65,6 @@ from provisioner.meetings.errors import MeetingNotFound
 from provisioner.meetings.models import Meeting
 from provisioner.meetings.service import host_subjects
 from provisioner.providers.base import MeetingProvider
-from provisioner.redaction import scrub_text
 from provisioner.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -150,8 +151,9 @@ def _reporter_role(meeting: Meeting, reporter: Principal) -> str | None:
         return None  # a calendar system was not in the meeting
     if meeting.host_subject in host_subjects(reporter):
         return "host"
+    # Someone removed from the invite list is no longer an invitee (`current_invitees`).
     if reporter.email_verified and reporter.email.lower() in {
-        i.email.lower() for i in meeting.invitees
+        i.email.lower() for i in meeting.current_invitees
     }:
         return "invitee"
     return None
@@ -195,8 +197,10 @@ async def file_incident(
         records = await read_records(session, meeting)
 
     now = utcnow()
+    # This meeting's join links and passcodes, kept out of this snapshot only.
+    scrub = report_scrubber(meeting, incidents.cipher)
     view = await read_provider(
-        incidents.providers.get(meeting.provider), meeting, incidents.cipher, now=now
+        incidents.providers.get(meeting.provider), meeting, incidents.cipher, now=now, scrub=scrub
     )
     incident_id = str(uuid.uuid4())
     stored = [
@@ -204,7 +208,7 @@ async def file_incident(
             id=str(uuid.uuid4()),
             incident_id=incident_id,
             position=position,
-            filename=scrub_text(" ".join(file.filename.split()))[:200] or "attachment",
+            filename=scrub(" ".join(file.filename.split()))[:200] or "attachment",
             content_type=file.content_type.split(";", 1)[0].strip().lower(),
             size=len(file.content),
             sha256=hashlib.sha256(file.content).hexdigest(),
@@ -212,7 +216,7 @@ async def file_incident(
         )
         for position, file in enumerate(attachments)
     ]
-    summary = scrub_text(" ".join(request.summary.split()))[:200]
+    summary = scrub(" ".join(request.summary.split()))[:200]
     evidence: dict[str, Any] = {
         "format": FORMAT,
         "incident_id": incident_id,
@@ -231,7 +235,7 @@ async def file_incident(
         "audit_trail": records.audit_trail,
         "timeline": build_timeline(records, view.participants, reported_at=now),
         # A pasted join link is scrubbed: the statement is evidence, not a way in.
-        "statement": {"summary": summary, "text": scrub_text(request.statement)},
+        "statement": {"summary": summary, "text": scrub(request.statement)},
         "attachments": [
             {
                 "id": a.id,
@@ -316,14 +320,24 @@ async def verify_evidence(session: AsyncSession, incident: Incident) -> dict[str
 
     if digest(incident.evidence_json) != incident.evidence_sha256:
         raise fail("the snapshot does not hash to its stored hash")
-    filed = await session.scalar(
-        select(AuditEvent).where(
-            AuditEvent.target_type == "incident",
-            AuditEvent.target_id == incident.id,
-            AuditEvent.action == FILED,
+    filed_rows = list(
+        await session.scalars(
+            select(AuditEvent)
+            .where(
+                AuditEvent.target_type == "incident",
+                AuditEvent.target_id == incident.id,
+                AuditEvent.action == FILED,
+            )
+            .order_by(AuditEvent.id)
+            .limit(2)
         )
     )
-    if filed is None or filed.details.get("evidence_sha256") != incident.evidence_sha256:
+    if len(filed_rows) != 1:
+        raise fail("the audit log does not hold exactly one filing of this incident")
+    filed = filed_rows[0]
+    if not await _filing_is_chained(session, filed):
+        raise fail("the audit event of the filing does not fit the audit chain")
+    if filed.details.get("evidence_sha256") != incident.evidence_sha256:
         raise fail("the stored hash differs from the one the audit log recorded")
     try:
         evidence = json.loads(incident.evidence_json)
@@ -336,6 +350,39 @@ async def verify_evidence(session: AsyncSession, incident: Incident) -> dict[str
     if listed != actual or any(a.sha256 != listed.get(a.id) for a in incident.attachments):
         raise fail("an attachment differs from the one frozen with the report")
     return evidence
+
+
+async def _filing_is_chained(session: AsyncSession, filed: AuditEvent) -> bool:
+    """The filing event hashes to its stored hash (as `verify_chain` recomputes it), and
+    its neighbours agree: the event before it ends in its `prev_hash`, the one after it
+    starts from its hash. Editing the details (and the hash with them) breaks one of these.
+    """
+    expected = audit_digest(
+        prev_hash=filed.prev_hash,
+        occurred_at=filed.occurred_at,
+        actor=filed.actor,
+        action=filed.action,
+        target_type=filed.target_type,
+        target_id=filed.target_id,
+        details=filed.details,
+    )
+    if expected != filed.hash:
+        return False
+    before = await session.scalar(
+        select(AuditEvent.hash)
+        .where(AuditEvent.id < filed.id)
+        .order_by(AuditEvent.id.desc())
+        .limit(1)
+    )
+    if (before or GENESIS) != filed.prev_hash:
+        return False
+    after = await session.scalar(
+        select(AuditEvent.prev_hash)
+        .where(AuditEvent.id > filed.id)
+        .order_by(AuditEvent.id)
+        .limit(1)
+    )
+    return after is None or after == filed.hash
 
 
 async def record_tampering(
@@ -488,7 +535,10 @@ async def update_follow_ups(
             )
         incident.law_enforcement_reference = reference
         changed["law_enforcement_reference_set"] = reference is not None
-    if update.provider_notice_sent is not None:
+    # Stamped when it is first marked sent, cleared when unmarked; saving the form again
+    # with the box still ticked keeps the original time.
+    was_sent = incident.provider_notice_sent_at is not None
+    if update.provider_notice_sent is not None and update.provider_notice_sent != was_sent:
         incident.provider_notice_sent_at = utcnow() if update.provider_notice_sent else None
         changed["provider_notice_sent"] = update.provider_notice_sent
     incident.updated_at = utcnow()

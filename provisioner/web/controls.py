@@ -22,7 +22,7 @@ from provisioner.auth.roles import Role
 from provisioner.db import utcnow
 from provisioner.errors import ProvisionerError
 from provisioner.meetings.access import get_meeting_for_actor
-from provisioner.meetings.attendance import AttendanceReport, check_attendance
+from provisioner.meetings.attendance import AttendanceReport, check_attendance, meeting_ref
 from provisioner.meetings.controls import expel_participant, lock_meeting
 from provisioner.meetings.lifecycle import CHANGEABLE, end_meeting
 from provisioner.meetings.manual_steps import unsupported
@@ -177,15 +177,39 @@ async def confirm_control(
     user: WebUser,
     state: StateDep,
     participant: Annotated[str | None, Query(max_length=255)] = None,
-    name: Annotated[str | None, Query(max_length=200)] = None,
+    name: Annotated[str | None, Query(max_length=200)] = None,  # ignored: see below
 ) -> Response:
-    """The confirmation step: what will happen, and one button to do it."""
+    """The confirmation step: what will happen, and one button to do it.
+
+    The name shown for a participant comes from the provider's own list, never from the
+    `name` in the URL: a crafted link could otherwise show one name while removing someone
+    else. If the provider cannot say, only the participant id is shown.
+    """
     meeting = await _meeting(state, meeting_id, user)
-    if action == "expel" and (participant is None or not _PARTICIPANT.match(participant)):
+    if action != "expel":
+        return _confirm(request, meeting, action)
+    if participant is None or not _PARTICIPANT.match(participant):
         return _confirm(
             request, meeting, action, error="Choose the participant to remove.", status_code=422
         )
-    return _confirm(request, meeting, action, participant_id=participant, participant_name=name)
+    shown = await _participant_name(state, meeting, participant)
+    return _confirm(request, meeting, action, participant_id=participant, participant_name=shown)
+
+
+async def _participant_name(state: AppState, meeting: Meeting, participant_id: str) -> str | None:
+    """The display name the provider lists for `participant_id`, or None if it cannot say."""
+    ref = meeting_ref(meeting)
+    try:
+        provider = pick(state.providers, meeting.provider)
+        if ref is None or Feature.PARTICIPANTS not in provider.features:
+            return None
+        seen = await provider.list_participants(ref)
+    except (ProvisionerError, TimeoutError):
+        return None
+    for person in seen:
+        if person.provider_participant_id == participant_id:
+            return person.name
+    return None
 
 
 @router.post(

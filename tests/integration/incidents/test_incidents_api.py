@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from datetime import datetime
 from typing import Any
 
 import httpx
-from sqlalchemy import update
+from sqlalchemy import select, text, update
 
+from provisioner.audit.models import AuditEvent
+from provisioner.audit.service import _digest as audit_digest
 from provisioner.incidents.evidence import canonical_json, digest
 from provisioner.incidents.models import Incident, IncidentAttachment
 from provisioner.policy.model import Control
@@ -33,6 +36,15 @@ async def file_report(
     return body
 
 
+async def responder_read(
+    client: httpx.AsyncClient, responder_headers: dict[str, str], incident_id: str
+) -> dict[str, Any]:
+    response = await client.get(f"/api/v1/incidents/{incident_id}", headers=responder_headers)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
 async def filed_incident(
     client: httpx.AsyncClient, host_headers: dict[str, str], invitee_headers: dict[str, str]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -47,6 +59,7 @@ class TestFiling:
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
         invitee_headers: dict[str, str],
+        responder_headers: dict[str, str],
         state: AppState,
         fake: FakeProvider,
     ) -> None:
@@ -55,7 +68,11 @@ class TestFiling:
         # Someone turned the waiting room off at the provider after creation.
         fake.mismatch = {Control.WAITING_ROOM: "the waiting room is off"}
 
-        incident = await file_report(client, invitee_headers, meeting["id"])
+        filed = await file_report(client, invitee_headers, meeting["id"])
+        # The whole snapshot is for responders (the reporter's own view is tested apart).
+        response = await client.get(f"/api/v1/incidents/{filed['id']}", headers=responder_headers)
+        assert response.status_code == 200, response.text
+        incident = response.json()
 
         evidence = incident["evidence"]
         assert incident["status"] == "new" and incident["evidence_verified"] is True
@@ -116,6 +133,7 @@ class TestFiling:
         self,
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
+        responder_headers: dict[str, str],
         state: AppState,
         fake: FakeProvider,
     ) -> None:
@@ -131,7 +149,8 @@ class TestFiling:
         meeting = await created_meeting(client, host_headers, provider="fake")
         state.providers = {"fake": Unreachable()}
 
-        incident = await file_report(client, host_headers, meeting["id"])
+        filed = await file_report(client, host_headers, meeting["id"])
+        incident = await responder_read(client, responder_headers, filed["id"])
 
         evidence = incident["evidence"]
         assert evidence["settings"]["status"] == "unavailable"
@@ -144,10 +163,12 @@ class TestFiling:
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
         invitee_headers: dict[str, str],
+        responder_headers: dict[str, str],
     ) -> None:
         created = await created_meeting(client, host_headers, provider="jitsi")
 
-        incident = await file_report(client, invitee_headers, created["id"])
+        filed = await file_report(client, invitee_headers, created["id"])
+        incident = await responder_read(client, responder_headers, filed["id"])
 
         evidence = incident["evidence"]
         assert evidence["settings"]["status"] == "read", evidence["settings"]
@@ -326,6 +347,52 @@ class TestTampering:
             assert row is not None
             forged = row.evidence_json.replace("Mallory", "Marvin")
             row.evidence_json, row.evidence_sha256 = forged, digest(forged)
+        await self._refused(client, responder_headers, state, incident_id)
+
+    async def test_a_forged_audit_record_of_the_filing_is_caught(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        invitee_headers: dict[str, str],
+        responder_headers: dict[str, str],
+        state: AppState,
+        fake: FakeProvider,
+    ) -> None:
+        """Rewriting the snapshot, its hash and the filing's audit details (even with the
+        event's own hash recomputed) does not fit the audit chain."""
+        incident_id = await self._filed(client, host_headers, invitee_headers)
+        # Another event after the filing, so the forged one has a successor to disagree with.
+        noted = await client.post(
+            f"/api/v1/incidents/{incident_id}/notes",
+            json={"body": "Looking into it."},
+            headers=responder_headers,
+        )
+        assert noted.status_code == 201, noted.text
+        async with state.db.session() as session:
+            row = await session.get(Incident, incident_id)
+            assert row is not None
+            forged = row.evidence_json.replace("Mallory", "Marvin")
+            row.evidence_json, row.evidence_sha256 = forged, digest(forged)
+            event = await session.scalar(
+                select(AuditEvent).where(
+                    AuditEvent.target_id == incident_id, AuditEvent.action == "incident.filed"
+                )
+            )
+            assert event is not None
+            details = {**event.details, "evidence_sha256": digest(forged)}
+            rehashed = audit_digest(
+                prev_hash=event.prev_hash,
+                occurred_at=event.occurred_at,
+                actor=event.actor,
+                action=event.action,
+                target_type=event.target_type,
+                target_id=event.target_id,
+                details=details,
+            )
+            await session.execute(
+                text("UPDATE audit_events SET details = :d, hash = :h WHERE id = :i"),
+                {"d": json.dumps(details), "h": rehashed, "i": event.id},
+            )
         await self._refused(client, responder_headers, state, incident_id)
 
     async def test_a_changed_attachment_is_refused(

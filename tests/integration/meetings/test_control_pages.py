@@ -126,6 +126,33 @@ class TestMeetingPage:
         events = await audit_of(state, meeting_id)
         assert ("meeting.participant_expelled", "dana") in [(a, actor) for a, actor, _ in events]
 
+    async def test_the_confirm_page_shows_the_providers_name_not_the_urls(
+        self,
+        client: httpx.AsyncClient,
+        browser: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        fake: FakeProvider,
+    ) -> None:
+        fake.participants = [MALLORY, ANA]
+        meeting_id = await running_meeting(client, host_headers)
+        crafted = await browser.get(
+            f"/meetings/{meeting_id}/controls/expel",
+            params={"participant": "p-2", "name": "Mallory"},
+            headers=HOST,
+        )
+        assert crafted.status_code == 200
+        shown = re.search(r'<dd id="participant">(.*?)</dd>', crafted.text)
+        assert shown is not None and "Ana Lima" in shown.group(1)
+        assert "Mallory" not in shown.group(1)
+        fake.participants = [ANA]
+        gone = await browser.get(
+            f"/meetings/{meeting_id}/controls/expel",
+            params={"participant": "p-99", "name": "Mallory"},
+            headers=HOST,
+        )
+        shown = re.search(r'<dd id="participant">(.*?)</dd>', gone.text)
+        assert shown is not None and "p-99" in shown.group(1) and "Mallory" not in gone.text
+
     async def test_unsupported_lock_shows_the_hint_instead_of_a_button(
         self,
         client: httpx.AsyncClient,

@@ -48,3 +48,19 @@ class TestLogProcessor:
         assert "hunter2" not in output and JWT not in output
         assert "sekrit-token" not in output
         assert "test.logged" in output
+
+
+class TestJoinQuerySecrets:
+    def test_every_query_secret_a_notice_refuses_is_scrubbed(self) -> None:
+        from provisioner.delivery.notices import _SECRET_QUERY
+
+        for key in ("pwd", "PWD", "tk", "token", "passcode", "password", "jwt"):
+            text = f"see https://zoom.us/j/1?a=1&{key}=s3cr3tvalue and https://x.test/?{key}=v2"
+            scrubbed = scrub_text(text)
+            assert "s3cr3tvalue" not in scrubbed and "v2" not in scrubbed, key
+            assert not _SECRET_QUERY.search(scrubbed), scrubbed
+            assert REDACTED in scrubbed
+
+    def test_ordinary_words_are_left_alone(self) -> None:
+        text = "the token ring and a pwd of bread; tk=1 outside a query"
+        assert scrub_text(text) == text
