@@ -51,6 +51,12 @@ class Result:
     errors: int
     seconds: float
     latencies_ms: tuple[float, ...]
+    cpu_seconds: float | None = None  # the server process's CPU time over the cell
+
+    @property
+    def cpu_ms(self) -> float:
+        """The server's CPU time per successful request, in ms (nan where unknown)."""
+        return 1000 * self.cpu_seconds / self.requests if self.cpu_seconds else float("nan")
 
     @property
     def rate(self) -> float:
@@ -73,6 +79,16 @@ class Target:
     url: str
     headers: dict[str, str]
     idempotent: bool  # ours: a fresh Idempotency-Key per request, as calendar systems send
+    pid: int | None = None  # the server process, to read its CPU time (Linux /proc)
+
+
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of process `pid` so far, or None where /proc is missing."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def request_body() -> dict[str, Any]:
@@ -134,14 +150,17 @@ async def _load(
                 failures.append(failure)
 
     await asyncio.gather(*(post(session, target, body) for _ in range(concurrency)))
+    cpu_before = cpu_seconds(target.pid)
     started = time.perf_counter()
     await asyncio.gather(*(client(started + seconds) for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    cpu_after = cpu_seconds(target.pid)
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     if failures:
         print(f"  {len(failures)} failed, e.g. {failures[0]}", file=sys.stderr)
     if not latencies:
         raise RuntimeError(f"{target.url}: no request succeeded")
-    return Result(len(latencies), len(failures), elapsed, tuple(latencies))
+    return Result(len(latencies), len(failures), elapsed, tuple(latencies), cpu)
 
 
 async def calls_per_request(
@@ -162,7 +181,8 @@ def row(mode: str, latency: int, c: int, ours: Result, floor: Result) -> str:
     return (
         f"{mode:<8}{latency:>6} ms{c:>5}{ours.rate:>9.1f}{ours.p50:>9.1f}{ours.p99:>9.1f}"
         f"{floor.rate:>10.1f}{floor.p50:>9.1f}{ours.p50 - floor.p50:>10.1f}"
-        f"{ours.rate / floor.rate:>8.2f}{ours.requests:>7}{ours.errors + floor.errors:>5}"
+        f"{ours.rate / floor.rate:>8.2f}{ours.cpu_ms:>8.1f}{floor.cpu_ms:>8.1f}"
+        f"{ours.requests:>7}{ours.errors + floor.errors:>5}"
     )
 
 
@@ -232,13 +252,15 @@ def main() -> None:
         app_args = ["-m", "provisioner", "serve", "--port", str(app_port)]
         with (
             running(sim_args, ready_url=f"{provider_url}/_bench/stats", log=directory / "sim.log"),
-            running(floor_args, ready_url=f"{floor_url}/docs", log=directory / "floor.log"),
+            running(
+                floor_args, ready_url=f"{floor_url}/docs", log=directory / "floor.log"
+            ) as floor_process,
             running(
                 app_args,
                 ready_url=f"{app_url}/readyz",
                 log=directory / "app.log",
                 env=clean_env(PROVISIONER_CONFIG=str(config)),
-            ),
+            ) as app_process,
         ):
             print(
                 f"\nProvisioning: POST /api/v1/meetings (Zoom simulator, 1 invitee, fresh "
@@ -247,7 +269,8 @@ def main() -> None:
             )
             print(
                 f"{'mode':<8}{'latency':>9}{'c':>5}{'req/s':>9}{'p50':>9}{'p99':>9}"
-                f"{'floor r/s':>10}{'fl. p50':>9}{'ovh p50':>10}{'ratio':>8}{'n':>7}{'err':>5}"
+                f"{'floor r/s':>10}{'fl. p50':>9}{'ovh p50':>10}{'ratio':>8}"
+                f"{'cpu':>8}{'fl. cpu':>8}{'n':>7}{'err':>5}"
             )
             results = asyncio.run(
                 measure(
@@ -255,15 +278,19 @@ def main() -> None:
                         f"{app_url}/api/v1/meetings",
                         {"Authorization": f"Bearer {token}"},
                         idempotent=True,
+                        pid=app_process.pid,
                     ),
-                    Target(f"{floor_url}/floor", {}, idempotent=False),
+                    Target(f"{floor_url}/floor", {}, idempotent=False, pid=floor_process.pid),
                     provider_url,
                 )
             )
             check = httpx.get(f"{app_url}/readyz", timeout=10)
             if check.status_code != 200:
                 print(f"the app is not ready after the run: {check.status_code}", file=sys.stderr)
-    print("(latencies in ms; ovh = our p50 minus the floor's; ratio = our req/s / floor's)")
+    print(
+        "(latencies in ms; ovh = our p50 minus the floor's; ratio = our req/s / floor's; "
+        "cpu = the server process's CPU ms per request)"
+    )
     print("targets:")
     for line in verdict(results):
         print(line)

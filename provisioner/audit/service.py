@@ -62,11 +62,11 @@ async def record_event(
     target_type: str,
     target_id: str,
     details: dict[str, Any] | None = None,
-) -> AuditEvent:
+) -> None:
     """Append one event in the caller's transaction (so it commits or rolls back with it).
 
-    The returned event is not added to the session: it is inserted (without its id) at
-    commit.
+    Nothing is added to the session: the event is kept as a plain row (no ORM object to
+    build) and inserted at commit.
 
     The event is chained and inserted when the transaction commits (`_chain_on_commit`), not
     here: the chain lock must be the last lock a transaction takes, or a transaction holding
@@ -74,16 +74,15 @@ async def record_event(
     chain -- a deadlock seen with two API processes and two workers. `details` are redacted
     now; pass ids and states, never secrets.
     """
-    pending = AuditEvent(
-        occurred_at=utcnow(),
-        actor=actor,
-        action=action,
-        target_type=target_type,
-        target_id=target_id,
-        details=redact(details or {}),
-    )
+    pending = {
+        "occurred_at": utcnow(),
+        "actor": actor,
+        "action": action,
+        "target_type": target_type,
+        "target_id": target_id,
+        "details": redact(details or {}),
+    }
     session.sync_session.info.setdefault(_PENDING, []).append(pending)
-    return pending
 
 
 _PENDING = "provisioner.audit.pending"
@@ -96,7 +95,7 @@ def _chain_on_commit(session: Session) -> None:
     (SQLite has a single writer anyway); ids are assigned inside the lock, so id order is
     chain order.
     """
-    pending: list[AuditEvent] = session.info.pop(_PENDING, [])
+    pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
     if not pending:
         return
     session.flush()  # the transaction's own rows first: the chain lock is its last lock
@@ -104,27 +103,22 @@ def _chain_on_commit(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK})
     connection = session.connection()  # Core from here: no ORM work for plain rows
     prev = connection.execute(_LAST_HASH).scalar() or GENESIS
-    rows: list[dict[str, Any]] = []
     for event in pending:
-        event.prev_hash = prev
-        event.hash = prev = _digest(
+        event["prev_hash"] = prev
+        event["hash"] = prev = _digest(
             prev_hash=prev,
-            occurred_at=event.occurred_at,
-            actor=event.actor,
-            action=event.action,
-            target_type=event.target_type,
-            target_id=event.target_id,
-            details=event.details,
+            occurred_at=event["occurred_at"],
+            actor=event["actor"],
+            action=event["action"],
+            target_type=event["target_type"],
+            target_id=event["target_id"],
+            details=event["details"],
         )
-        rows.append({column: getattr(event, column) for column in _COLUMNS})
     # One executemany in chain order (ids ascend with it), not an ORM flush per event:
     # nothing reads an event back in the transaction that wrote it.
-    connection.execute(_INSERT, rows)
+    connection.execute(_INSERT, pending)
 
 
-_COLUMNS = (
-    "occurred_at", "actor", "action", "target_type", "target_id", "details", "prev_hash", "hash"
-)  # fmt: skip
 _INSERT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
 _LAST_HASH = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
 

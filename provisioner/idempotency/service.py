@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Table, bindparam, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -116,26 +116,27 @@ async def _try_claim(
     settings: IdempotencySettings,
 ) -> Claimed | Replay | None:
     now = utcnow()
-    existing = await session.scalar(
-        select(IdempotencyKey).where(IdempotencyKey.scope == scope, IdempotencyKey.key == key)
-    )
+    existing = (
+        await session.execute(_FIND, {"scope": scope, "key": key})
+    ).one_or_none()  # Core: a plain row, no ORM object to build for a key we only read
     if existing is not None and existing.expires_at <= now:
-        await session.delete(existing)
-        await session.flush()
+        await session.execute(delete(_KEYS).where(_KEYS.c.id == existing.id))
         existing = None
     if existing is None:
-        row = IdempotencyKey(
-            scope=scope,
-            key=key,
-            request_hash=fingerprint,
-            state=KeyState.IN_FLIGHT,
-            meeting_id=meeting_id,
-            created_at=now,
-            expires_at=now + timedelta(hours=settings.retention_hours),
+        result = await session.execute(
+            _INSERT,
+            {
+                "scope": scope,
+                "key": key,
+                "request_hash": fingerprint,
+                "state": KeyState.IN_FLIGHT,
+                "meeting_id": meeting_id,
+                "created_at": now,
+                "expires_at": now + timedelta(hours=settings.retention_hours),
+            },
         )
-        session.add(row)
-        await session.flush()
-        return Claimed(key_id=row.id)
+        (key_id,) = result.inserted_primary_key  # type: ignore[attr-defined]
+        return Claimed(key_id=int(key_id))
     if existing.request_hash != fingerprint:
         raise IdempotencyKeyReused(
             "this Idempotency-Key was already used with a different request body; "
@@ -147,6 +148,19 @@ async def _try_claim(
             status=existing.response_status or 200, body=body, meeting_id=existing.meeting_id
         )
     return None
+
+
+_KEYS: Table = IdempotencyKey.__table__  # type: ignore[assignment]
+_FIND = select(
+    _KEYS.c.id,
+    _KEYS.c.request_hash,
+    _KEYS.c.state,
+    _KEYS.c.meeting_id,
+    _KEYS.c.response_status,
+    _KEYS.c.response_secret,
+    _KEYS.c.expires_at,
+).where(_KEYS.c.scope == bindparam("scope"), _KEYS.c.key == bindparam("key"))
+_INSERT = insert(_KEYS)
 
 
 async def complete_key(
@@ -162,17 +176,27 @@ async def complete_key(
     The body holds the host's join details, so it is encrypted like any other secret.
     """
     result = await session.execute(
-        update(IdempotencyKey)
-        .where(IdempotencyKey.id == claim.key_id)
-        .values(
-            state=KeyState.COMPLETED,
-            response_status=status,
-            response_secret=cipher.encrypt(json.dumps(body), context=_context(claim.key_id)),
-        )
-        .execution_options(synchronize_session=False)
+        _COMPLETE,  # built once: no statement to construct and cache-key per request
+        {
+            "key_id": claim.key_id,
+            "new_state": KeyState.COMPLETED,
+            "new_status": status,
+            "new_secret": cipher.encrypt(json.dumps(body), context=_context(claim.key_id)),
+        },
     )
     if getattr(result, "rowcount", 1) != 1:
         raise LookupError(f"idempotency claim {claim.key_id} vanished")
+
+
+_COMPLETE = (
+    update(_KEYS)
+    .where(_KEYS.c.id == bindparam("key_id"))
+    .values(
+        state=bindparam("new_state"),
+        response_status=bindparam("new_status"),
+        response_secret=bindparam("new_secret"),
+    )
+)
 
 
 async def release_key(session: AsyncSession, claim: Claimed) -> None:

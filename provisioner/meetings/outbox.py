@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import update
+from sqlalchemy import insert, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioner.delivery.base import Method, Role
@@ -67,6 +67,52 @@ async def queue_deliveries(
     session.add_all(deliveries)
     await session.flush()
     return deliveries
+
+
+async def queue_new_meeting_deliveries(
+    session: AsyncSession,
+    *,
+    meeting_id: str,
+    host_email: str,
+    host_name: str,
+    sequence: int,
+    invitees: Sequence[Invitee],
+    method: Method,
+) -> dict[str | None, str]:
+    """`queue_deliveries` for a meeting stored just now (nothing to supersede), whose
+    invitee rows are already written: one Core `executemany`, no ORM objects or flush.
+
+    Returns the new deliveries' status by invitee id (`None` for the host's).
+    """
+    recipients: list[tuple[str | None, str, str, str, str]] = [
+        (None, Role.HOST, "email", host_email, host_name)
+    ]
+    recipients += [
+        (invitee.id, Role.INVITEE, invitee.channel, invitee.email, invitee.name)
+        for invitee in invitees
+    ]
+    rows = [
+        {
+            "id": str(uuid.uuid4()),
+            "meeting_id": meeting_id,
+            "invitee_id": invitee_id,
+            "role": role,
+            "channel": channel,
+            "recipient_email": email,
+            "recipient_name": name,
+            "method": method,
+            "sequence": sequence,
+            "status": DeliveryStatus.PENDING,
+        }
+        for invitee_id, role, channel, email, name in recipients
+    ]
+    await session.execute(_INSERT_DELIVERY, rows)
+    status: dict[str | None, str] = {None: DeliveryStatus.PENDING}
+    status.update((invitee.id, DeliveryStatus.PENDING) for invitee in invitees)
+    return status
+
+
+_INSERT_DELIVERY = insert(Delivery.__table__)  # type: ignore[arg-type]
 
 
 async def _supersede(session: AsyncSession, meeting: Meeting) -> None:

@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import structlog
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 from sqlalchemy.orm.attributes import set_committed_value
@@ -54,7 +54,7 @@ from provisioner.meetings.errors import (
 )
 from provisioner.meetings.joins import seal_join
 from provisioner.meetings.models import Invitee, Meeting, MeetingState
-from provisioner.meetings.outbox import queue_deliveries
+from provisioner.meetings.outbox import queue_new_meeting_deliveries
 from provisioner.meetings.read import meeting_read
 from provisioner.meetings.schemas import MeetingCreate
 from provisioner.observability.metrics import observes_provisioning
@@ -226,21 +226,22 @@ async def provision_meeting(
     )
 
     async def insert_provisioning(session: AsyncSession) -> None:
-        session.add(
-            Meeting(
-                id=meeting_id,
-                host_subject=requester.subject,
-                host_email=requester.email,
-                host_name=requester.name,
-                topic=request.topic,
-                provider=provider.name,
-                state=MeetingState.PROVISIONING,
-                starts_at=request.start,
-                ends_at=request.start + duration,
-                timezone=request.timezone,
-                settings=settings_to_json(policy.settings),
-                ics_uid=f"{meeting_id}@provisioner",
-            )
+        await session.execute(  # Core: nothing reads this row back in this transaction
+            _INSERT_MEETING,
+            {
+                "id": meeting_id,
+                "host_subject": requester.subject,
+                "host_email": requester.email,
+                "host_name": requester.name,
+                "topic": request.topic,
+                "provider": provider.name,
+                "state": MeetingState.PROVISIONING,
+                "starts_at": request.start,
+                "ends_at": request.start + duration,
+                "timezone": request.timezone,
+                "settings": settings_to_json(policy.settings),
+                "ics_uid": f"{meeting_id}@provisioner",
+            },
         )
         await record_event(
             session,
@@ -353,43 +354,72 @@ async def _store_verified(
     """
     cipher = deps.cipher
     async with deps.db.session() as session:
-        meeting = await session.get(Meeting, spec.meeting_id, with_for_update=True)
-        if meeting is None:
-            raise MeetingNotFound(spec.meeting_id)
-        if meeting.state != MeetingState.PROVISIONING:
+        if also is not None:
+            locked = await session.get(Meeting, spec.meeting_id, with_for_update=True)
+            if locked is None:
+                raise MeetingNotFound(spec.meeting_id)
+            if locked.state != MeetingState.PROVISIONING:
+                raise MeetingNotChangeable(locked.id, state=locked.state)
+            await also(session, locked)
+            await session.flush()  # what `also` changed, before the Core statements below
+        # One Core UPDATE, conditional on the state, instead of loading the row, checking
+        # it and flushing: it locks the row like SELECT ... FOR UPDATE did, and RETURNING
+        # gives the stored row for the response.
+        stored = (
+            await session.execute(
+                _MARK_VERIFIED,
+                {
+                    "meeting_id": spec.meeting_id,
+                    "provisioning": MeetingState.PROVISIONING,
+                    "new_provider_meeting_id": created.provider_meeting_id,
+                    "new_reference": dict(created.reference),
+                    "new_enforced": sorted(enforced),
+                    "new_not_enforced": sorted(not_enforced),
+                    "new_host_join_secret": seal_join(
+                        cipher, created.host, table="meetings", row_id=spec.meeting_id
+                    ),
+                    "new_state": MeetingState.VERIFIED,
+                },
+            )
+        ).one_or_none()
+        if stored is None:
+            state = await session.scalar(select(Meeting.state).where(Meeting.id == spec.meeting_id))
+            if state is None:
+                raise MeetingNotFound(spec.meeting_id)
             # Reconciliation gave up on this attempt (and freed its key) while we were at
             # the provider: storing it now could leave two live meetings for one request.
-            raise MeetingNotChangeable(meeting.id, state=meeting.state)
-        if also is not None:
-            await also(session, meeting)
-        meeting.provider_meeting_id = created.provider_meeting_id
-        meeting.reference = dict(created.reference)
-        meeting.enforced = sorted(enforced)
-        meeting.not_enforced = sorted(not_enforced)
-        meeting.host_join_secret = seal_join(
-            cipher, created.host, table="meetings", row_id=meeting.id
-        )
-        meeting.state = MeetingState.VERIFIED
-        invitee_rows: list[Invitee] = []
+            raise MeetingNotChangeable(spec.meeting_id, state=state)
+        # A detached copy for the response (never added to the session).
+        meeting = Meeting(**stored._mapping)
+        invitee_rows: list[dict[str, Any]] = []
         for position, person in enumerate(spec.invitees):
             invitee_id = str(uuid.uuid4())
             join = created.join_for(person.email)
             invitee_rows.append(
-                Invitee(
-                    id=invitee_id,
-                    meeting_id=meeting.id,
-                    position=position,
-                    email=person.email,
-                    name=person.name,
-                    personal_link=person.email.lower() in created.personal,
-                    channel=channel_of.get(person.email, "email"),
-                    join_secret=seal_join(cipher, join, table="invitees", row_id=invitee_id),
-                )
+                {
+                    "id": invitee_id,
+                    "meeting_id": meeting.id,
+                    "position": position,
+                    "email": person.email,
+                    "name": person.name,
+                    "personal_link": person.email.lower() in created.personal,
+                    "channel": channel_of.get(person.email, "email"),
+                    "removed_at": None,
+                    "join_secret": seal_join(cipher, join, table="invitees", row_id=invitee_id),
+                }
             )
-        session.add_all(invitee_rows)
-        await session.flush()  # deliveries refer to invitees; no ORM relationship orders them
-        deliveries = await queue_deliveries(
-            session, meeting, invitee_rows, method=Method.REQUEST, supersede=False
+        if invitee_rows:
+            await session.execute(_INSERT_INVITEE, invitee_rows)  # one executemany
+        invitees = [Invitee(**row) for row in invitee_rows]
+        # Deliveries refer to the invitees, written just above.
+        delivery_status = await queue_new_meeting_deliveries(
+            session,
+            meeting_id=meeting.id,
+            host_email=meeting.host_email,
+            host_name=meeting.host_name,
+            sequence=meeting.sequence,
+            invitees=invitees,
+            method=Method.REQUEST,
         )
         await record_event(
             session,
@@ -416,19 +446,40 @@ async def _store_verified(
             action="delivery.queued",
             target_type="meeting",
             target_id=meeting.id,
-            details={"deliveries": len(deliveries), "channel": "email"},
+            details={"deliveries": len(delivery_status), "channel": "email"},
         )
         # The meeting is new: its invitees are exactly the rows just written (no reload).
-        set_committed_value(meeting, "invitees", invitee_rows)
+        set_committed_value(meeting, "invitees", invitees)
         body = meeting_read(
             meeting,
             cipher=cipher,
             include_host_join=reveal_host_join,
-            delivery_status={d.invitee_id: d.status for d in deliveries if d.invitee_id},
+            delivery_status=delivery_status,
         )
         if claim is not None:
             await complete_key(session, claim, status=201, body=body, cipher=cipher)
     return body
+
+
+_MEETINGS: Table = Meeting.__table__  # type: ignore[assignment]
+_INSERT_MEETING = insert(_MEETINGS)
+_INSERT_INVITEE = insert(Invitee.__table__)  # type: ignore[arg-type]
+_MARK_VERIFIED = (
+    update(_MEETINGS)
+    .where(
+        _MEETINGS.c.id == bindparam("meeting_id"),
+        _MEETINGS.c.state == bindparam("provisioning"),
+    )
+    .values(
+        provider_meeting_id=bindparam("new_provider_meeting_id"),
+        reference=bindparam("new_reference", type_=_MEETINGS.c.reference.type),
+        enforced=bindparam("new_enforced", type_=_MEETINGS.c.enforced.type),
+        not_enforced=bindparam("new_not_enforced", type_=_MEETINGS.c.not_enforced.type),
+        host_join_secret=bindparam("new_host_join_secret"),
+        state=bindparam("new_state"),
+    )
+    .returning(*_MEETINGS.c)
+)
 
 
 async def _fail(

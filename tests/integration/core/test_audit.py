@@ -11,7 +11,7 @@ from provisioner.state import AppState
 
 async def seed(state: AppState, n: int = 5) -> list[int]:
     async with state.db.session() as session:
-        events = [
+        for i in range(n):
             await record_event(
                 session,
                 actor="t",
@@ -20,9 +20,10 @@ async def seed(state: AppState, n: int = 5) -> list[int]:
                 target_id=f"m{i}",
                 details={"i": i, "passcode": "hunter2"},
             )
-            for i in range(n)
-        ]
-    return [e.id for e in events]
+    async with state.db.session() as session:
+        ids = list((await session.scalars(select(AuditEvent.id).order_by(AuditEvent.id))).all())
+    assert len(ids) == n
+    return ids
 
 
 class TestAuditChain:
