@@ -28,7 +28,7 @@ GENESIS = "0" * 64
 _CHAIN_LOCK = 0x70726F76  # "prov": the advisory lock id for the audit chain
 
 
-def _digest(
+def event_digest(
     *,
     prev_hash: str,
     occurred_at: datetime,
@@ -105,7 +105,7 @@ def _chain_on_commit(session: Session) -> None:
     prev = connection.execute(_LAST_HASH).scalar() or GENESIS
     for event in pending:
         event["prev_hash"] = prev
-        event["hash"] = prev = _digest(
+        event["hash"] = prev = event_digest(
             prev_hash=prev,
             occurred_at=event["occurred_at"],
             actor=event["actor"],
@@ -166,7 +166,7 @@ async def verify_chain(session: AsyncSession) -> ChainReport:
                 event.id,
                 "previous hash does not match: an event before it was deleted or inserted",
             )
-        expected = _digest(
+        expected = event_digest(
             prev_hash=prev,
             occurred_at=event.occurred_at,
             actor=event.actor,

@@ -30,7 +30,7 @@ from sqlalchemy.orm import selectinload
 
 from provisioner.audit.models import AuditEvent
 from provisioner.audit.service import GENESIS, record_event
-from provisioner.audit.service import _digest as audit_digest
+from provisioner.audit.service import event_digest as audit_digest
 from provisioner.auth.errors import PermissionDenied
 from provisioner.auth.principal import Principal
 from provisioner.auth.roles import Role

@@ -45,9 +45,9 @@ from provisioner.meetings.read import meeting_read
 from provisioner.meetings.service import (
     START_SKEW,
     Provisioning,
-    _fail,
-    _store_verified,
     delivery_status_by_invitee,
+    fail_provisioning,
+    store_verified,
 )
 from provisioner.policy.model import Control
 from provisioner.policy.resolve import effective_for_groups
@@ -299,7 +299,7 @@ async def _provision_successor(
         old = await session.get(Meeting, old_id, with_for_update=True)
         if old is None or old.state not in ROTATABLE:
             # Cancelled (or rotated) while we were at the provider: the new meeting must
-            # not go out; raising here makes `_fail` delete it.
+            # not go out; raising here makes `fail_provisioning` delete it.
             raise MeetingNotChangeable(old_id, state=old.state if old else "gone")
         right = acting_as(old, actor)
         old.sequence += 1
@@ -347,7 +347,7 @@ async def _provision_successor(
             meeting_id=spec.meeting_id,
             must_enforce=must_enforce,
         )
-        await _store_verified(
+        await store_verified(
             deps,
             spec=spec,
             channel_of=channel_of,
@@ -360,7 +360,7 @@ async def _provision_successor(
             also=retire_old,
         )
     except BaseException as failure:
-        await _fail(
+        await fail_provisioning(
             deps,
             meeting_id=spec.meeting_id,
             requester=actor,

@@ -302,7 +302,7 @@ async def provision_meeting(
         enforced, not_enforced = confirmed_enforcement(
             plan.wanted, created, observed, meeting_id=meeting_id, must_enforce=policy.must_enforce
         )
-        body = await _store_verified(
+        body = await store_verified(
             deps,
             spec=spec,
             channel_of={invitee.email: invitee.channel for invitee in request.invitees},
@@ -314,7 +314,7 @@ async def provision_meeting(
             claim=claim,
         )
     except BaseException as failure:
-        await _fail(
+        await fail_provisioning(
             deps,
             meeting_id=meeting_id,
             requester=requester,
@@ -334,7 +334,7 @@ async def provision_meeting(
     return Provisioned(status=201, body=body, meeting_id=meeting_id, replayed=False)
 
 
-async def _store_verified(
+async def store_verified(
     deps: Provisioning,
     *,
     spec: MeetingSpec,
@@ -482,7 +482,7 @@ _MARK_VERIFIED = (
 )
 
 
-async def _fail(
+async def fail_provisioning(
     deps: Provisioning,
     *,
     meeting_id: str,

@@ -12,7 +12,7 @@ import httpx
 from sqlalchemy import select, text, update
 
 from provisioner.audit.models import AuditEvent
-from provisioner.audit.service import _digest as audit_digest
+from provisioner.audit.service import event_digest as audit_digest
 from provisioner.incidents.evidence import canonical_json, digest
 from provisioner.incidents.models import Incident, IncidentAttachment
 from provisioner.policy.model import Control
