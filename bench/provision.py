@@ -13,7 +13,8 @@ queueing), throughput at least 70% of the floor at concurrency 64. Every server 
 machine's cores with the load generator (and with whatever else runs): read the ratios.
 
 Run: `make bench` (or `.venv/bin/python -m bench.provision`); `BENCH_SECONDS` sets the
-seconds per measurement (default 5).
+seconds per measurement (default 5), `BENCH_LATENCIES` and `BENCH_CONCURRENCY` pick cells
+(comma-separated; defaults `0,200` and `1,16,64`).
 """
 
 from __future__ import annotations
@@ -36,8 +37,8 @@ import httpx
 from bench.processes import app_config, clean_env, free_port, running
 from provisioner.auth.local_issuer import LocalIssuer
 
-LATENCIES_MS = (0, 200)
-CONCURRENCY = (1, 16, 64)
+LATENCIES_MS = tuple(int(ms) for ms in os.environ.get("BENCH_LATENCIES", "0,200").split(","))
+CONCURRENCY = tuple(int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,16,64").split(","))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
 OVERHEAD_TARGET_MS = 5.0
 RATIO_TARGET = 0.70

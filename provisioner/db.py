@@ -8,13 +8,17 @@ hold two sessions at once, and never hold one across a network call.
 
 aiosqlite runs each call on the connection's own thread, and SQLAlchemy's adapter makes
 three or four such calls per statement (open a cursor, execute, fetch, close), each a
-thread hop that costs far more CPU than the statement itself. `_InlineConnection` runs
-statements on the event loop instead and uses the thread only to wait for a lock held by
-another process (measured in `bench/provision.py`; see the README's Performance section).
+thread hop -- and, even without the hop, a greenlet switch to the loop and back -- that
+costs far more CPU than the statement itself. So SQLAlchemy gets our own DBAPI adapter
+(`_InlineDBAPI`): buffered statements, commits and rollbacks run in place on the event
+loop's thread, and only a lock held by another process sends the call to aiosqlite's
+thread to wait there (measured in `bench/provision.py`; see the README's Performance
+section). It subclasses SQLAlchemy's aiosqlite adapter classes: SQLAlchemy is pinned to 2.1.
 """
 
 from __future__ import annotations
 
+import collections
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -24,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 import aiosqlite
+from greenlet import getcurrent  # type: ignore[import-untyped]
 from sqlalchemy import DateTime, Dialect, TypeDecorator, event
+from sqlalchemy.connectors.asyncio import AsyncAdapt_dbapi_connection
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -33,6 +44,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.util import EMPTY_DICT
+from sqlalchemy.util.concurrency import await_
 
 from provisioner.settings import DatabaseSettings
 
@@ -49,19 +62,12 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)
         kwargs.update(pool_size=1, max_overflow=0, pool_timeout=60)
-        engine = create_async_engine(url, **kwargs)
-        event.listen(engine.sync_engine, "do_connect", _use_inline_connection)
+        # `module`: SQLAlchemy's aiosqlite dialect with our DBAPI adapter (`_InlineDBAPI`).
+        engine = create_async_engine(url, module=_InlineDBAPI(aiosqlite, sqlite3), **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
     kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
     return create_async_engine(url, **kwargs)
-
-
-def _use_inline_connection(
-    _dialect: Any, _record: Any, _cargs: Any, cparams: dict[str, Any]
-) -> None:
-    """Make SQLAlchemy's aiosqlite adapter connect through `_InlineConnection`."""
-    cparams["async_creator_fn"] = _inline_connect
 
 
 def _inline_connect(database: str, **kwargs: Any) -> _InlineConnection:
@@ -74,7 +80,7 @@ def _inline_connect(database: str, **kwargs: Any) -> _InlineConnection:
 
 
 BUSY_TIMEOUT_SECONDS = 30.0  # how long a statement waits for another process's lock
-_EAGER_ROWS = 256  # rows read with the statement itself; more are read on demand
+_EAGER_ROWS = 256  # rows a streamed result reads at a time
 
 
 def _busy(error: sqlite3.OperationalError) -> bool:
@@ -95,6 +101,104 @@ def _patiently(function: Callable[..., Any], *args: Any) -> Any:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def _now_or_later(connection: _InlineConnection, function: Callable[..., Any], *args: Any) -> Any:
+    """`function(*args)` right here, or -- while another process holds the lock -- on
+    aiosqlite's thread, this greenlet suspended meanwhile (`await_`) so the loop serves
+    other requests. Called from SQLAlchemy's sync layer, inside its greenlet."""
+    try:
+        return function(*args)
+    except sqlite3.OperationalError as error:
+        if not _busy(error):
+            raise
+    return await_(connection._execute(_patiently, function, *args))  # type: ignore[no-untyped-call]
+
+
+async def _ready() -> None:
+    """An awaitable that completes at once."""
+
+
+def _await_if_required() -> None:
+    """Switch to the loop and back once if the `greenlet_spawn` running us demands it.
+
+    `AsyncConnection.execute` (not the session's) raises `AwaitRequired` when its statement
+    awaited nothing -- a guard against sync drivers -- and a greenlet switch costs about
+    40 us here, more than a statement: so switch only where that guard is on (a local of
+    the suspended `greenlet_spawn` frame; SQLAlchemy is pinned below 2.2), once per spawn.
+    """
+    current = getcurrent()
+    if getattr(current, "_provisioner_switched", False):
+        return
+    frame = current.parent.gr_frame if current.parent is not None else None
+    if frame is not None and frame.f_locals.get("_require_await") is True:
+        await_(_ready())
+        current._provisioner_switched = True
+
+
+class _SyncCursor(AsyncAdapt_aiosqlite_cursor):
+    """SQLAlchemy's buffered aiosqlite cursor, without the async round trips.
+
+    SQLAlchemy's adapter awaits three coroutines per statement (enter the cursor, execute
+    and fetch, close), each a greenlet switch to the loop and back, which cost far more
+    than the statement. Here the sqlite3 cursor is driven directly from SQLAlchemy's
+    greenlet; the rows are read with the statement, as the adapter does for every buffered
+    cursor. Streamed results (server-side cursors) keep the async `_InlineCursor`.
+    """
+
+    __slots__ = ()
+    _awaitable_cursor_close = False  # closing a sqlite3 cursor is a plain call
+
+    def __init__(self, adapt_connection: AsyncAdapt_dbapi_connection) -> None:
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        inline: _InlineConnection = self._connection  # type: ignore[assignment]
+        self._cursor = inline._conn.cursor()  # type: ignore[assignment]
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+
+    def _run(self, call: Callable[[], object]) -> None:
+        inline: _InlineConnection = self._connection  # type: ignore[assignment]
+        _await_if_required()
+        _now_or_later(inline, call)
+        if self._cursor.description:
+            self._rows = collections.deque(_now_or_later(inline, self._cursor.fetchall))
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        cursor: sqlite3.Cursor = self._cursor  # type: ignore[assignment]
+        params = () if parameters is None else parameters
+        self._run(lambda: cursor.execute(operation, params))
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        cursor: sqlite3.Cursor = self._cursor  # type: ignore[assignment]
+        rows = list(seq_of_parameters)  # a retry after SQLITE_BUSY must see them all again
+        self._run(lambda: cursor.executemany(operation, rows))
+
+
+class _SyncConnection(AsyncAdapt_aiosqlite_connection):
+    """The adapted connection with `_SyncCursor` and commits/rollbacks run in place."""
+
+    __slots__ = ()
+    _cursor_cls = _SyncCursor
+
+    def commit(self) -> None:
+        inline: _InlineConnection = self._connection  # type: ignore[assignment]
+        if inline._connection:
+            _now_or_later(inline, inline._conn.commit)
+
+    def rollback(self) -> None:
+        inline: _InlineConnection = self._connection  # type: ignore[assignment]
+        if inline._connection:
+            _now_or_later(inline, inline._conn.rollback)
+
+
+class _InlineDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    """The aiosqlite "DBAPI" SQLAlchemy uses, connecting through `_InlineConnection`."""
+
+    def connect(self, *arg: Any, **kw: Any) -> AsyncAdapt_aiosqlite_connection:
+        kw.pop("async_creator_fn", None)
+        connection: Any = await_(_inline_connect(*arg, **kw))
+        return _SyncConnection(self, connection)
 
 
 class _InlineCursor:

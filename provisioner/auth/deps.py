@@ -21,7 +21,9 @@ from provisioner.ratelimit import RateLimiter
 from provisioner.state import AppState
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    """The app's collaborators. `async` although it never awaits: FastAPI runs a plain
+    `def` dependency in its thread pool, a thread hop and two loop wake-ups per request."""
     state: AppState = request.app.state.provisioner
     return state
 
