@@ -1,8 +1,9 @@
 """The floor: the least an endpoint can do and still provision a Zoom meeting.
 
-`POST /floor` makes the same provider calls `ZoomProvider.create` + `.verify` make (create,
-one registrant per invitee, host settings; then read back the meeting, the host settings
-and the registrants), through the same kind of client (`httpx.AsyncClient` on the transport
+`POST /floor` makes the same provider calls `ZoomProvider.create` + `.verify` make (create;
+then one registrant per invitee alongside the host settings; then the meeting, the host
+settings and the registrants read back at once), overlapped as ours overlaps them,
+through the same kind of client (`httpx.AsyncClient` on the transport
 `provisioner.providers.http.provider_transport` builds), then one database insert through
 the same engine set-up (`provisioner.db.create_engine`: on SQLite, one pooled connection).
 No auth, no policy, no idempotency, no audit, no encryption: what ours spends beyond this
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioner.db import Base, Database, create_engine
 from provisioner.providers.http import default_timeout, provider_transport
+from provisioner.providers.overlap import all_of
 from provisioner.settings import DatabaseSettings
 
 
@@ -83,15 +85,22 @@ def create_floor(provider_url: str, database_url: str) -> FastAPI:
             },
         )
         zoom_id = created.json()["id"]
-        for invitee in body["invitees"]:
-            await client.post(
-                f"/meetings/{zoom_id}/registrants",
-                json={"email": invitee["email"], "first_name": invitee["name"]},
-            )
-        await client.get(f"/users/{host}/settings")
-        meeting = (await client.get(f"/meetings/{zoom_id}")).json()
-        await client.get(f"/users/{host}/settings")
-        await client.get(f"/meetings/{zoom_id}/registrants")
+
+        async def register() -> None:
+            for invitee in body["invitees"]:
+                await client.post(
+                    f"/meetings/{zoom_id}/registrants",
+                    json={"email": invitee["email"], "first_name": invitee["name"]},
+                )
+
+        # Overlapped exactly as ZoomProvider overlaps them (provisioner.providers.overlap).
+        await all_of(register(), client.get(f"/users/{host}/settings"))
+        read, _, _ = await all_of(
+            client.get(f"/meetings/{zoom_id}"),
+            client.get(f"/users/{host}/settings"),
+            client.get(f"/meetings/{zoom_id}/registrants"),
+        )
+        meeting = read.json()
         async with db.session() as session:
             await session.execute(
                 insert(FloorMeeting).values(

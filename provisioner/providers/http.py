@@ -188,10 +188,13 @@ class CachedTokenAuth(httpx.Auth):
         self._lock = asyncio.Lock()
         self.fetches = 0
 
-    async def _current(self, *, force: bool = False) -> str:
+    async def _current(self, *, replacing: str | None = None) -> str:
+        """The token to send; a new one if it is about to expire or is `replacing` (the one
+        a 401 refused). Calls running at the same time that all get that 401 fetch once:
+        the first replaces it, the others find it already replaced."""
         async with self._lock:
             stale = self._token is None or self._token.expires_at - self._skew <= self._clock()
-            if force or stale:
+            if stale or (self._token is not None and self._token.value == replacing):
                 self._token = await self._fetch(self._client())
                 self.fetches += 1
             assert self._token is not None  # noqa: S101 (set just above)
@@ -200,10 +203,11 @@ class CachedTokenAuth(httpx.Auth):
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
-        request.headers["Authorization"] = f"Bearer {await self._current()}"
+        sent = await self._current()
+        request.headers["Authorization"] = f"Bearer {sent}"
         response = yield request
         if response.status_code == 401:
-            request.headers["Authorization"] = f"Bearer {await self._current(force=True)}"
+            request.headers["Authorization"] = f"Bearer {await self._current(replacing=sent)}"
             yield request
 
 

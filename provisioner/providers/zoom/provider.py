@@ -72,6 +72,7 @@ from provisioner.providers.errors import (
     ProviderNotFound,
     ProviderRejected,
 )
+from provisioner.providers.overlap import all_of
 from provisioner.providers.zoom.client import PROVIDER_NAME, JsonObject, ZoomClient
 from provisioner.providers.zoom.config import ZOOM_MAX_PASSCODE, ZoomConfig
 from provisioner.providers.zoom.inventory import existing_meeting, fix_body
@@ -180,10 +181,12 @@ class ZoomProvider:
         )
         meeting_id = int(meeting["id"])
         try:
-            personal: dict[str, JoinDetails] = {}
-            if settings.per_invitee_links:
-                personal = await self._register(meeting_id, spec, existing=[])
-            in_meeting = await self._host_in_meeting(spec.host.email)
+            personal, in_meeting = await all_of(
+                self._register(meeting_id, spec, existing=[])
+                if settings.per_invitee_links
+                else _nothing_registered(),
+                self._host_in_meeting(spec.host.email),
+            )
         except BaseException:
             try:
                 await self.client.delete_meeting(meeting_id)
@@ -259,10 +262,12 @@ class ZoomProvider:
     async def verify(self, spec: MeetingSpec, created: ProvisionedMeeting) -> ObservedSettings:
         """Read the meeting, the host's settings and the registrants back; compare."""
         meeting_id = int(created.provider_meeting_id)
-        meeting = await self.client.get_meeting(meeting_id)
-        in_meeting = await self._host_in_meeting(spec.host.email)
-        registrants = (
-            await self.client.registrants(meeting_id) if spec.settings.per_invitee_links else []
+        meeting, in_meeting, registrants = await all_of(  # three independent reads
+            self.client.get_meeting(meeting_id),
+            self._host_in_meeting(spec.host.email),
+            self.client.registrants(meeting_id)
+            if spec.settings.per_invitee_links
+            else _no_registrants(),
         )
         found = compare(
             spec, created, meeting, in_meeting, registrants, authentication_option=self._option
@@ -361,3 +366,13 @@ class ZoomProvider:
         if body:
             await self.client.update_meeting(int(meeting.provider_meeting_id), body)
         return changed
+
+
+async def _nothing_registered() -> dict[str, JoinDetails]:
+    """What `_register` gives when the meeting has no per-invitee links."""
+    return {}
+
+
+async def _no_registrants() -> list[JsonObject]:
+    """The registrants a meeting without per-invitee links has."""
+    return []

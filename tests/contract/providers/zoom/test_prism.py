@@ -112,10 +112,10 @@ async def test_create_under_the_shipped_policy_passes_prism_with_the_exact_body(
         {"email": "ann@example.com", "first_name": "Ann", "last_name": "Lee", "auto_approve": True},
         {"email": "bob@partner.example.org", "first_name": "Bob", "auto_approve": True},
     ]
-    assert [(e.method, e.path) for e in recorder.exchanges][-1] == (
-        "GET",
-        "/users/hanna@example.com/settings",
-    )
+    calls = [(e.method, e.path) for e in recorder.exchanges]
+    # The meeting first; then the registrants, alongside one read of the host's settings.
+    assert calls[0] == ("POST", "/users/hanna@example.com/meetings")
+    assert calls.count(("GET", "/users/hanna@example.com/settings")) == 1
 
 
 async def test_verify_reschedule_end_participants_cancel_and_lookup_pass_prism(
