@@ -20,6 +20,8 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -116,25 +118,28 @@ async def _try_claim(
     settings: IdempotencySettings,
 ) -> Claimed | Replay | None:
     now = utcnow()
+    row = {
+        "scope": scope,
+        "key": key,
+        "request_hash": fingerprint,
+        "state": KeyState.IN_FLIGHT,
+        "meeting_id": meeting_id,
+        "created_at": now,
+        "expires_at": now + timedelta(hours=settings.retention_hours),
+    }
+    # A new key -- nearly every request -- is claimed by the insert alone; only a key that
+    # exists already is looked up (and, if it expired, replaced).
+    claimed = (await session.execute(_CLAIM[session.get_bind().dialect.name], row)).scalar()
+    if claimed is not None:
+        return Claimed(key_id=int(claimed))
     existing = (
         await session.execute(_FIND, {"scope": scope, "key": key})
     ).one_or_none()  # Core: a plain row, no ORM object to build for a key we only read
-    if existing is not None and existing.expires_at <= now:
-        await session.execute(delete(_KEYS).where(_KEYS.c.id == existing.id))
-        existing = None
     if existing is None:
-        result = await session.execute(
-            _INSERT,
-            {
-                "scope": scope,
-                "key": key,
-                "request_hash": fingerprint,
-                "state": KeyState.IN_FLIGHT,
-                "meeting_id": meeting_id,
-                "created_at": now,
-                "expires_at": now + timedelta(hours=settings.retention_hours),
-            },
-        )
+        return None  # expired and removed by another request just now: look again
+    if existing.expires_at <= now:
+        await session.execute(delete(_KEYS).where(_KEYS.c.id == existing.id))
+        result = await session.execute(_INSERT, row)
         (key_id,) = result.inserted_primary_key  # type: ignore[attr-defined]
         return Claimed(key_id=int(key_id))
     if existing.request_hash != fingerprint:
@@ -161,6 +166,17 @@ _FIND = select(
     _KEYS.c.expires_at,
 ).where(_KEYS.c.scope == bindparam("scope"), _KEYS.c.key == bindparam("key"))
 _INSERT = insert(_KEYS)
+# INSERT ... ON CONFLICT (scope, key) DO NOTHING RETURNING id: the id when the key is new,
+# no row when it exists (on PostgreSQL after the other transaction has committed or
+# rolled back, so a concurrent duplicate then finds that transaction's outcome).
+_CLAIM = {
+    "sqlite": sqlite_insert(_KEYS)
+    .on_conflict_do_nothing(index_elements=[_KEYS.c.scope, _KEYS.c.key])
+    .returning(_KEYS.c.id),
+    "postgresql": postgresql_insert(_KEYS)
+    .on_conflict_do_nothing(index_elements=[_KEYS.c.scope, _KEYS.c.key])
+    .returning(_KEYS.c.id),
+}
 
 
 async def complete_key(
