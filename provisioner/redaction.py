@@ -10,6 +10,7 @@ keys, provider tokens): those are removed wherever they appear in free text.
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -33,7 +34,10 @@ _SECRET_VALUE = re.compile(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_secret_key(key: str) -> bool:
+    """Whether a field named `key` holds a secret. Field names come from code and repeat
+    on every log line and audit event, so the answer is remembered."""
     return bool(_SECRET_KEY.search(key))
 
 
