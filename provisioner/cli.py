@@ -73,7 +73,15 @@ def serve(
         raise typer.Exit(2) from None
     if upgrade:
         upgrade_db(settings.database.url)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, proxy_headers=False)
+    # access_log=False: ours is `http.request.completed` (middleware.py), without the query.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        proxy_headers=False,
+        access_log=False,
+    )
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import structlog
@@ -12,11 +13,27 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provisioner.problems import PROBLEM_JSON, TYPE_BASE
 
+log = structlog.get_logger(__name__)
+
+
+def route_template(scope: Scope) -> str:
+    """The matched route's template (`/v1/meetings/{meeting_id}`), never the raw path."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else "unmatched"
+
+
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 class RequestContextMiddleware:
-    """Bind `request_id`, `method` and `path` for the request's log lines; echo the id."""
+    """Bind `request_id`, `method` and `path` for the request's log lines; echo the id;
+    end with one `http.request.completed` line (our access log).
+
+    uvicorn's own access log is off (`provisioner serve`): it prints the client's address
+    and the full URL, query string included, where a token could travel. Ours names the
+    route template, the status and the time taken, with the request id.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -25,12 +42,16 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        status = 500  # what the client sees if the app raises before answering
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = int(message["status"])
                 message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
             await send(message)
 
@@ -40,6 +61,12 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            log.info(
+                "http.request.completed",
+                route=route_template(scope),
+                status=status,
+                duration_ms=round((time.perf_counter() - started) * 1000, 1),
+            )
             structlog.contextvars.unbind_contextvars("request_id", "method", "path", "principal_id")
 
 

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from provisioner.auth.deps import StateDep, get_principal
 from provisioner.auth.errors import PermissionDenied
 from provisioner.auth.roles import Role
+from provisioner.middleware import route_template
 from provisioner.observability.metrics import CONTENT_TYPE, Metrics, bound
 from provisioner.observability.queue import queue_depth
 from provisioner.state import AppState
@@ -23,13 +24,6 @@ log = structlog.get_logger(__name__)
 router = APIRouter(tags=["observability"])
 
 QUEUE_DEPTH_TIMEOUT_SECONDS = 5.0
-
-
-def route_template(scope: Scope) -> str:
-    """The matched route's template (`/v1/meetings/{meeting_id}`), never the raw path."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) and path else "unmatched"
 
 
 class MetricsMiddleware:
