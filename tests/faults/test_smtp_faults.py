@@ -1,0 +1,137 @@
+"""The mail relay refusing, then gone, while the worker delivers Zoom invitations.
+
+The relay is a real aiosmtpd server (STARTTLS and AUTH required); the worker is the
+service's own, on the suite's database. A temporary refusal must leave the delivery
+pending, a permanent one must be a visible dead letter (with an alert), and a relay that
+dies mid-batch must lose nothing once it is back: at-least-once means at most the message
+in flight arrives twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import httpx
+import pytest
+
+from provisioner.delivery.worker import DeliveryWorker
+from provisioner.settings import Settings
+from tests.contract.providers.zoom.test_simulator import Harness as ZoomHarness
+from tests.faults.api import BODY, RECIPIENTS, create
+from tests.faults.harness import FaultyRelay, bring_back, until
+from tests.faults.invariants import FaultWorld, check_invariants
+from tests.support.smtp import SmtpServer, TlsFiles
+
+REFUSED = "chen@partner.example.org"
+EVERYONE = [BODY["invitees"][i]["email"] for i in range(len(BODY["invitees"]))] + [
+    "dana@example.com"
+]
+
+
+def faulty(relay: SmtpServer) -> FaultyRelay:
+    assert isinstance(relay.handler, FaultyRelay)
+    return relay.handler
+
+
+async def made(client: httpx.AsyncClient, headers: dict[str, str], key: str) -> None:
+    response = await create(client, headers, key)
+    assert response.status_code == 201, response.text
+
+
+class TestRelayRefusingThenDown:
+    async def test_nothing_is_lost_and_only_the_message_in_flight_repeats(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        zoom: ZoomHarness,
+        relay: SmtpServer,
+        tls_files: TlsFiles,
+        worker: DeliveryWorker,
+        world: FaultWorld,
+        logs: io.StringIO,
+    ) -> None:
+        """Invitations are the product: a relay saying "try later", refusing one
+        mailbox for good, or dying under the worker must never leave an invitee without
+        their link and without anyone knowing."""
+        handler = faulty(relay)
+        await made(client, host_headers, "evt-first")
+
+        # 1. "451 try later" for everyone: each delivery stays pending.
+        handler.rcpt_by_address = dict.fromkeys(EVERYONE, "451 4.3.0 mailbox busy, try later")
+        first = await worker.run_once()
+        assert (first.claimed, first.sent, first.retried) == (RECIPIENTS, 0, RECIPIENTS)
+        found = await check_invariants(world, logs=logs.getvalue(), meetings=1)
+        assert (found.sent, found.waiting) == (0, RECIPIENTS)
+
+        # 2. One mailbox now refuses for good, the others accept.
+        handler.rcpt_by_address = {REFUSED: "550 5.1.1 no such user"}
+        await worker.drain()
+        found = await check_invariants(world, logs=logs.getvalue(), meetings=1, refused=[REFUSED])
+        assert (found.sent, found.waiting, found.refused) == (RECIPIENTS - 1, 0, 1)
+        alerts = len(handler.messages) - found.sent  # the host is told whom we missed
+        assert alerts == 1
+
+        # 3. A second meeting (the partner has fixed the mailbox); the relay dies while
+        # holding the second message of the batch.
+        handler.rcpt_by_address = {}
+        await made(client, host_headers, "evt-second")
+        handler.hold_at = len(handler.messages) + 1
+        batch = asyncio.create_task(worker.run_once())
+        try:
+            await until(handler.holding.is_set)
+            relay.controller.stop()  # the relay goes down mid-batch
+        finally:
+            handler.release.set()
+        during = await batch
+        assert (during.claimed, during.sent, during.retried) == (RECIPIENTS, 1, RECIPIENTS - 1)
+        found = await check_invariants(world, logs=logs.getvalue(), meetings=2, refused=[REFUSED])
+        assert (found.sent, found.waiting) == (RECIPIENTS, RECIPIENTS - 1)
+
+        # 4. The relay is back where it was: everything goes out.
+        bring_back(relay, tls_files)
+        await worker.drain()
+        found = await check_invariants(
+            world,
+            logs=logs.getvalue(),
+            meetings=2,
+            refused=[REFUSED],
+            log_events=["delivery.retry_scheduled", "delivery.dead_lettered", "delivery.sent"],
+        )
+        assert (found.sent, found.waiting, found.refused) == (2 * RECIPIENTS - 1, 0, 1)
+        # The relay had accepted the held message when it died; we never heard its 250.
+        assert found.resent == 1
+
+
+class TestRelayDownLongerThanTheRetrySchedule:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="product bug: a transient SMTP outage that outlasts worker.max_attempts "
+        "dead-letters every invitation (provisioner/delivery/worker.py "
+        "DeliveryWorker._record treats a ChannelRetriable at max_attempts like a "
+        "permanent refusal) and nothing sends them once the relay is back",
+    )
+    async def test_invitations_survive_an_outage_longer_than_the_retry_schedule(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        zoom: ZoomHarness,
+        relay: SmtpServer,
+        tls_files: TlsFiles,
+        worker: DeliveryWorker,
+        settings: Settings,
+        world: FaultWorld,
+        logs: io.StringIO,
+    ) -> None:
+        """A relay down for maintenance longer than the retry schedule (with the default
+        worker settings the six attempts span at most 155 s) is still a transient fault:
+        once it is back the invitations must go out, not stay dead."""
+        await made(client, host_headers, "evt-outage")
+        relay.controller.stop()
+        try:
+            for _ in range(settings.worker.max_attempts):
+                await worker.run_once()
+        finally:
+            bring_back(relay, tls_files)
+        await worker.drain()
+        await check_invariants(world, logs=logs.getvalue(), meetings=1)
