@@ -127,7 +127,21 @@ class WorkerSettings(Section):
     embedded: bool = Field(default=True, description="Run the delivery worker inside `serve`.")
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     batch_size: int = Field(default=20, ge=1, le=500)
-    max_attempts: int = Field(default=6, ge=1, le=50)
+    max_attempts: int = Field(
+        default=6,
+        ge=1,
+        le=50,
+        description="Attempts before a failing message may be dead-lettered; a temporary "
+        "failure (relay down, 4xx) also needs `give_up_after_hours` to have passed.",
+    )
+    give_up_after_hours: float = Field(
+        default=24.0,
+        ge=0,
+        le=720,
+        description="How long temporary failures are retried (every `backoff_max_seconds` "
+        "at most) before the message is dead-lettered: a relay down for maintenance "
+        "must not lose invitations. 0 gives up after `max_attempts` alone.",
+    )
     backoff_base_seconds: float = Field(default=5.0, gt=0)
     backoff_max_seconds: float = Field(default=900.0, gt=0)
     lease_seconds: float = Field(default=120.0, gt=0)

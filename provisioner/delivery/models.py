@@ -16,7 +16,7 @@ class DeliveryStatus(StrEnum):
     PENDING = "pending"  # waiting for its next attempt (first or retry)
     SENDING = "sending"  # claimed by a worker until `lease_until`
     SENT = "sent"
-    DEAD = "dead"  # gave up after max attempts or a permanent refusal
+    DEAD = "dead"  # a permanent refusal, or failing past max attempts and the retry window
     SUPERSEDED = "superseded"  # a newer message (reschedule, cancel) replaced it unsent
 
 

@@ -17,7 +17,7 @@ import socket
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import structlog
@@ -520,8 +520,7 @@ class DeliveryWorker:
             log_.info("delivery.sent", attempts=row.attempts)
             return DeliveryStatus.SENT
         row.last_error = f"{type(error).__name__}: {error.detail}"[:500]
-        permanent = isinstance(error, ChannelRejected)
-        if permanent or row.attempts >= self._settings.max_attempts:
+        if self._gives_up(row, error, now):
             row.status = DeliveryStatus.DEAD
             await record_event(
                 session,
@@ -575,6 +574,17 @@ class DeliveryWorker:
             error_type=type(error).__name__,
         )
         return DeliveryStatus.PENDING
+
+    def _gives_up(self, row: Delivery, error: ChannelError, now: datetime) -> bool:
+        """Dead-letter now? A refusal (5xx, unknown user) at once; any other failure -- the
+        relay down, a 4xx, a timeout -- only after `max_attempts` tries *and*
+        `give_up_after_hours` of trying, so an outage longer than the backoff schedule
+        delays invitations instead of losing them."""
+        if isinstance(error, ChannelRejected):
+            return True
+        if row.attempts < self._settings.max_attempts:
+            return False
+        return now - row.created_at >= timedelta(hours=self._settings.give_up_after_hours)
 
     async def _maybe_delivered(self, session: AsyncSession, meeting_id: str) -> None:
         await session.flush()

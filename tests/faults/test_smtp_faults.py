@@ -13,7 +13,6 @@ import asyncio
 import io
 
 import httpx
-import pytest
 
 from provisioner.delivery.worker import DeliveryWorker
 from provisioner.settings import Settings
@@ -104,13 +103,6 @@ class TestRelayRefusingThenDown:
 
 
 class TestRelayDownLongerThanTheRetrySchedule:
-    @pytest.mark.xfail(
-        strict=True,
-        reason="product bug: a transient SMTP outage that outlasts worker.max_attempts "
-        "dead-letters every invitation (provisioner/delivery/worker.py "
-        "DeliveryWorker._record treats a ChannelRetriable at max_attempts like a "
-        "permanent refusal) and nothing sends them once the relay is back",
-    )
     async def test_invitations_survive_an_outage_longer_than_the_retry_schedule(
         self,
         client: httpx.AsyncClient,

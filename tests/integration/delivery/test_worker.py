@@ -122,7 +122,7 @@ class TestRetries:
             ).all()
         assert sorted(alerts) == ["sent", "sent", "sent"]
 
-    async def test_gives_up_after_max_attempts(
+    async def test_gives_up_after_max_attempts_once_the_retry_window_has_passed(
         self,
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
@@ -136,7 +136,8 @@ class TestRetries:
         )
         attempts = settings.worker.max_attempts * 2
         channel = FakeChannel(failures=[ChannelRetriable("down") for _ in range(attempts)])
-        worker = worker_with(state, channel, settings)
+        no_window = settings.worker.model_copy(update={"give_up_after_hours": 0})
+        worker = worker_with(state, channel, settings.model_copy(update={"worker": no_window}))
         for _ in range(40):
             await worker.run_once()
             await asyncio.sleep(0.06)
@@ -144,6 +145,32 @@ class TestRetries:
                 break
         assert await statuses(state) == ["dead", "dead"]
         assert channel.attempts == 2 * settings.worker.max_attempts
+
+    async def test_temporary_failures_keep_retrying_within_the_window(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
+        """A relay down for longer than `max_attempts` backoffs delays the invitations;
+        only a refusal, or a day of failing, dead-letters them."""
+        await client.post(
+            "/api/v1/meetings",
+            json=meeting_body(invitees=[{"email": "ana@example.com", "name": "Ana"}]),
+            headers=host_headers,
+        )
+        attempts = settings.worker.max_attempts + 2
+        channel = FakeChannel(failures=[ChannelRetriable("down") for _ in range(2 * attempts)])
+        worker = worker_with(state, channel, settings)
+        while channel.attempts < 2 * attempts:
+            await worker.run_once()
+            await asyncio.sleep(0.06)
+        assert await statuses(state) == ["pending", "pending"]
+
+        await worker.drain()  # the relay is back: the channel accepts from now on
+
+        assert await statuses(state) == ["sent", "sent"]
 
 
 class TestConcurrentWorkers:

@@ -116,7 +116,12 @@ class TestCanary:
                 "file_dir": blocker / "outbox",
                 "sender": "Meetings <meetings@example.com>",
             },
-            worker={"embedded": False, "backoff_base_seconds": 0.001, "max_attempts": 2},
+            worker={
+                "embedded": False,
+                "backoff_base_seconds": 0.001,
+                "max_attempts": 2,
+                "give_up_after_hours": 0,  # dead-letter after the two attempts alone
+            },
         )
         stream = io.StringIO()
         configure_logging(level="DEBUG", fmt="json", stream=stream)
