@@ -35,7 +35,7 @@ from provisioner.delivery.worker import DeliveryWorker
 from provisioner.incidents import pages as incident_pages
 from provisioner.incidents import routes as incident_routes
 from provisioner.meetings import routes as meeting_routes
-from provisioner.meetings.reconcile import reconcile_stale
+from provisioner.meetings.reconcile import reconcile_periodically, reconcile_stale
 from provisioner.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
@@ -156,6 +156,18 @@ def create_app(
         )
         stop = asyncio.Event()
         worker_task = asyncio.create_task(app_state.worker.run(stop)) if embedded_worker else None
+        reconcile_task = (
+            asyncio.create_task(
+                reconcile_periodically(
+                    app_state.db,
+                    settings=settings.idempotency,
+                    providers=app_state.providers,
+                    stop=stop,
+                )
+            )
+            if embedded_worker
+            else None
+        )
         watcher_task = None
         if embedded_worker and settings.watcher.enabled:
             # A single-process install (`serve` with the embedded worker) watches attendance
@@ -183,7 +195,7 @@ def create_app(
             yield
         finally:
             stop.set()
-            for task in (worker_task, watcher_task):
+            for task in (worker_task, watcher_task, reconcile_task):
                 if task is not None:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task

@@ -128,11 +128,19 @@ def worker(
                 public_url=settings.api.public_url,
                 on_queued=state.worker.wake,
             )
+        from provisioner.meetings.reconcile import reconcile_periodically
+
+        loops = [
+            state.worker.run(stop),
+            # Settles what crashed requests left behind, and retries failed orphan checks.
+            reconcile_periodically(
+                state.db, settings=settings.idempotency, providers=state.providers, stop=stop
+            ),
+        ]
+        if watcher is not None:
+            loops.append(watcher.run(stop))
         try:
-            if watcher is None:
-                await state.worker.run(stop)
-            else:
-                await asyncio.gather(state.worker.run(stop), watcher.run(stop))
+            await asyncio.gather(*loops)
         finally:
             await close_state(state)
 

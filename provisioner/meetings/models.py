@@ -6,7 +6,17 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from provisioner.db import Base, UTCDateTime, utcnow
@@ -54,6 +64,11 @@ class Meeting(Base):
     ics_uid: Mapped[str] = mapped_column(String(255))
     sequence: Mapped[int] = mapped_column(Integer, default=0)
     failure: Mapped[str | None] = mapped_column(String(500), default=None)
+    # A failed attempt whose provider meeting may still exist (its deletion failed too):
+    # reconciliation looks for it until the provider says it is gone.
+    orphan_check_pending: Mapped[bool] = mapped_column(
+        Boolean, default=False, server_default=false()
+    )
     # Set on the meeting a link rotation created: the leaked meeting it replaced.
     rotated_from_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

@@ -8,12 +8,19 @@ can find the meeting the interrupted create left behind (`FindsOrphans`: Zoom an
 by the marker they carry), the orphan is deleted here, so no live meeting exists that
 nobody was told about. Teams and Google creates are idempotent by our id and adopt on
 retry; Jitsi keeps no server-side state.
+
+A failed attempt whose provider meeting could not be deleted at the time (the clean-up
+call failed too) is marked `orphan_check_pending`; reconciliation looks for that meeting
+again, deletes it, and clears the mark once the provider says it is gone (or cannot look).
+Reconciliation runs when the app starts and every `stale_after_seconds` in each worker.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy import delete, select
@@ -36,9 +43,10 @@ async def reconcile_stale(
     settings: IdempotencySettings,
     providers: Mapping[str, MeetingProvider] | None = None,
 ) -> int:
-    """Fail stale `provisioning` meetings, delete their orphans, release their claims.
+    """Fail stale `provisioning` meetings, delete their orphans, release their claims;
+    look again for the orphans of failed attempts whose clean-up failed.
 
-    Returns how many meetings were settled.
+    Returns how many stale `provisioning` meetings were settled.
     """
     cutoff = utcnow() - timedelta(seconds=settings.stale_after_seconds)
     async with db.session() as session:  # read, then let go: the lookups are network calls
@@ -78,9 +86,66 @@ async def reconcile_stale(
             )
         )
         purged = await purge_expired(session)
-    if stale or purged:
-        log.info("meeting.reconciled", meetings=len(stale), expired_keys=purged)
+    retried = await _retry_orphan_checks(db, providers or {}, cutoff)
+    if stale or purged or retried:
+        log.info("meeting.reconciled", meetings=len(stale), expired_keys=purged, orphans=retried)
     return len(stale)
+
+
+async def _retry_orphan_checks(
+    db: Database, providers: Mapping[str, MeetingProvider], cutoff: datetime
+) -> int:
+    """Look again for the provider meetings failed attempts could not delete."""
+    async with db.session() as session:
+        pending = (
+            await session.scalars(
+                select(Meeting).where(
+                    Meeting.state == MeetingState.FAILED,
+                    Meeting.orphan_check_pending.is_(True),
+                    Meeting.updated_at < cutoff,
+                )
+            )
+        ).all()
+    settled = 0
+    for meeting in pending:
+        outcome = await _delete_orphan(meeting, providers.get(meeting.provider))
+        if outcome == "check failed":
+            continue  # still there, perhaps: the next run tries again
+        async with db.session() as session:
+            row = await session.get(Meeting, meeting.id, with_for_update=True)
+            if row is None or not row.orphan_check_pending:
+                continue
+            row.orphan_check_pending = False
+            await record_event(
+                session,
+                actor="system",
+                action="meeting.orphan_checked",
+                target_type="meeting",
+                target_id=row.id,
+                details={"provider": row.provider, "orphan": outcome},
+            )
+        settled += 1
+    return settled
+
+
+async def reconcile_periodically(
+    db: Database,
+    *,
+    settings: IdempotencySettings,
+    providers: Mapping[str, MeetingProvider],
+    stop: asyncio.Event,
+) -> None:
+    """`reconcile_stale` every `stale_after_seconds` until `stop` (in each worker: the
+    statements re-check each row under its lock, so replicas may overlap harmlessly)."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=settings.stale_after_seconds)
+        if stop.is_set():
+            return
+        try:
+            await reconcile_stale(db, settings=settings, providers=providers)
+        except Exception as exc:  # the loop must outlive a dropped connection
+            log.error("meeting.reconcile_failed", error_type=type(exc).__name__)
 
 
 async def _delete_orphan(meeting: Meeting, provider: MeetingProvider | None) -> str:

@@ -512,6 +512,9 @@ async def fail_provisioning(
         if meeting is not None:
             meeting.state = MeetingState.FAILED
             meeting.failure = reason
+            # Not deleted by us: a meeting may exist at the provider (a create that failed
+            # at a later step can leave one its own clean-up could not remove).
+            meeting.orphan_check_pending = not deleted
         await record_event(
             session,
             actor="system",
@@ -522,6 +525,7 @@ async def fail_provisioning(
                 "reason": reason,
                 "provider": provider.name,
                 "provider_meeting_deleted": deleted,
+                "orphan_check_pending": not deleted,
             },
         )
         if claim is not None:

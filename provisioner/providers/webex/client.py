@@ -292,13 +292,15 @@ class WebexClient:
         )
 
     async def delete_meeting(self, meeting_id: str, *, host_email: str) -> None:
-        """Delete without Webex's own cancellation emails; a missing meeting is fine."""
+        """Delete without Webex's own cancellation emails; a missing meeting is fine, so a
+        bare 500 is retried too (deleting twice ends the same way)."""
         try:
             await self.http.request(
                 "DELETE",
                 f"/meetings/{quote(meeting_id)}",
                 params={"sendEmail": "false", **self.host_params(host_email)},
                 expect=(204,),
+                repeat_safe=True,
             )
         except ProviderNotFound:
             return

@@ -250,13 +250,15 @@ class ZoomClient:
         await self.http.request("PATCH", f"/meetings/{meeting_id}", json=body, expect=(204,))
 
     async def delete_meeting(self, meeting_id: int) -> None:
-        """Delete without Zoom's own cancellation emails; a missing meeting is fine."""
+        """Delete without Zoom's own cancellation emails; a missing meeting is fine, so a
+        bare 500 is retried too (deleting twice ends the same way)."""
         try:
             await self.http.request(
                 "DELETE",
                 f"/meetings/{meeting_id}",
                 params={"schedule_for_reminder": "false", "cancel_meeting_reminder": "false"},
                 expect=(204,),
+                repeat_safe=True,
             )
         except ProviderNotFound:
             return
