@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -10,7 +11,7 @@ from provisioner.audit.models import AuditEvent
 from provisioner.db import utcnow
 from provisioner.idempotency.models import IdempotencyKey, KeyState
 from provisioner.meetings.models import Meeting, MeetingState
-from provisioner.meetings.reconcile import reconcile_stale
+from provisioner.meetings.reconcile import reconcile_periodically, reconcile_stale
 from provisioner.settings import IdempotencySettings
 from provisioner.state import AppState
 
@@ -111,3 +112,53 @@ class TestOrphanAfterCrash:
                 )
             ).one()
         assert event.details["orphan"] == "deleted"
+
+
+class TestPeriodicReconciliation:
+    async def test_a_worker_settles_a_stale_meeting_without_a_restart(
+        self, state: AppState
+    ) -> None:
+        """Start-up is not the only time: each worker reconciles every
+        `stale_after_seconds`, so an orphan check that failed is retried while it runs."""
+        long_ago = utcnow() - timedelta(hours=1)
+        async with state.db.session() as session:
+            session.add(
+                Meeting(
+                    id="crashed",
+                    host_subject="dana",
+                    host_email="dana@example.com",
+                    host_name="Dana",
+                    topic="t",
+                    provider="jitsi",
+                    state=MeetingState.PROVISIONING,
+                    starts_at=utcnow(),
+                    ends_at=utcnow(),
+                    timezone="UTC",
+                    settings={},
+                    ics_uid="crashed@p",
+                    created_at=long_ago,
+                    updated_at=long_ago,
+                )
+            )
+        stop = asyncio.Event()
+        loop = asyncio.create_task(
+            reconcile_periodically(
+                state.db,
+                settings=IdempotencySettings(stale_after_seconds=0.05),
+                providers={},
+                stop=stop,
+            )
+        )
+        try:
+            for _ in range(600):  # a hang guard, not a timing assertion
+                async with state.db.session() as session:
+                    found = await session.scalar(
+                        select(Meeting.state).where(Meeting.id == "crashed")
+                    )
+                if found == MeetingState.FAILED:
+                    break
+                await asyncio.sleep(0.05)
+        finally:
+            stop.set()
+            await loop  # returns promptly once stopped
+        assert found == MeetingState.FAILED

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
+from provisioner.middleware import route_template
 from provisioner.observability import tracing
 from provisioner.observability.audit_export import parse_hostport, rfc5424
-from provisioner.observability.http import route_template
 from provisioner.observability.metrics import Metrics, bound, current, label
 from provisioner.providers.errors import ProviderRejected
 from provisioner.providers.http import ProviderHttp
