@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.audit.models import AuditEvent
 from provisioner.db import utcnow
+from provisioner.prepared import Prepared
 from provisioner.redaction import redact
 
 GENESIS = "0" * 64
@@ -101,8 +102,9 @@ def _chain_on_commit(session: Session) -> None:
     session.flush()  # the transaction's own rows first: the chain lock is its last lock
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK})
-    connection = session.connection()  # Core from here: no ORM work for plain rows
-    prev = connection.execute(_LAST_HASH).scalar() or GENESIS
+    connection = session.connection()  # plain rows from here: no ORM, no result objects
+    last = _LAST_HASH.run(connection, None).rows
+    prev = last[0][0] if last else GENESIS
     for event in pending:
         event["prev_hash"] = prev
         event["hash"] = prev = event_digest(
@@ -116,11 +118,13 @@ def _chain_on_commit(session: Session) -> None:
         )
     # One executemany in chain order (ids ascend with it), not an ORM flush per event:
     # nothing reads an event back in the transaction that wrote it.
-    connection.execute(_INSERT, pending)
+    _INSERT.run(connection, pending)
 
 
-_INSERT = insert(AuditEvent.__table__)  # type: ignore[arg-type]
-_LAST_HASH = select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1)
+# Every transaction that audits runs both (provisioner/prepared.py says why they are
+# prepared).
+_INSERT = Prepared(insert(AuditEvent.__table__))  # type: ignore[arg-type]
+_LAST_HASH = Prepared(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
 
 
 def _forget_pending(session: Session, *_: Any) -> None:

@@ -29,6 +29,7 @@ from provisioner.crypto import FieldCipher
 from provisioner.db import Database, utcnow
 from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from provisioner.idempotency.models import IdempotencyKey, KeyState
+from provisioner.prepared import Prepared
 from provisioner.settings import IdempotencySettings
 
 _POLL_SECONDS = 0.05
@@ -129,9 +130,9 @@ async def _try_claim(
     }
     # A new key -- nearly every request -- is claimed by the insert alone; only a key that
     # exists already is looked up (and, if it expired, replaced).
-    claimed = (await session.execute(_CLAIM[session.get_bind().dialect.name], row)).scalar()
-    if claimed is not None:
-        return Claimed(key_id=int(claimed))
+    claimed = (await _CLAIM[session.get_bind().dialect.name](session, row)).rows
+    if claimed:
+        return Claimed(key_id=int(claimed[0][0]))
     existing = (
         await session.execute(_FIND, {"scope": scope, "key": key})
     ).one_or_none()  # Core: a plain row, no ORM object to build for a key we only read
@@ -169,13 +170,18 @@ _INSERT = insert(_KEYS)
 # INSERT ... ON CONFLICT (scope, key) DO NOTHING RETURNING id: the id when the key is new,
 # no row when it exists (on PostgreSQL after the other transaction has committed or
 # rolled back, so a concurrent duplicate then finds that transaction's outcome).
+# Prepared: every create runs it (provisioner/prepared.py says why).
 _CLAIM = {
-    "sqlite": sqlite_insert(_KEYS)
-    .on_conflict_do_nothing(index_elements=[_KEYS.c.scope, _KEYS.c.key])
-    .returning(_KEYS.c.id),
-    "postgresql": postgresql_insert(_KEYS)
-    .on_conflict_do_nothing(index_elements=[_KEYS.c.scope, _KEYS.c.key])
-    .returning(_KEYS.c.id),
+    "sqlite": Prepared(
+        sqlite_insert(_KEYS)
+        .on_conflict_do_nothing(index_elements=[_KEYS.c.scope, _KEYS.c.key])
+        .returning(_KEYS.c.id)
+    ),
+    "postgresql": Prepared(
+        postgresql_insert(_KEYS)
+        .on_conflict_do_nothing(index_elements=[_KEYS.c.scope, _KEYS.c.key])
+        .returning(_KEYS.c.id)
+    ),
 }
 
 
@@ -191,8 +197,8 @@ async def complete_key(
 
     The body holds the host's join details, so it is encrypted like any other secret.
     """
-    result = await session.execute(
-        _COMPLETE,  # built once: no statement to construct and cache-key per request
+    result = await _COMPLETE(
+        session,
         {
             "key_id": claim.key_id,
             "new_state": KeyState.COMPLETED,
@@ -200,11 +206,11 @@ async def complete_key(
             "new_secret": cipher.encrypt(json.dumps(body), context=_context(claim.key_id)),
         },
     )
-    if getattr(result, "rowcount", 1) != 1:
+    if result.rowcount != 1:
         raise LookupError(f"idempotency claim {claim.key_id} vanished")
 
 
-_COMPLETE = (
+_COMPLETE = Prepared(  # every create runs it (provisioner/prepared.py says why)
     update(_KEYS)
     .where(_KEYS.c.id == bindparam("key_id"))
     .values(

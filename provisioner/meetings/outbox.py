@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from provisioner.delivery.base import Method, Role
 from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.meetings.models import Invitee, Meeting
+from provisioner.prepared import Prepared
 
 
 async def queue_deliveries(
@@ -106,13 +107,13 @@ async def queue_new_meeting_deliveries(
         }
         for invitee_id, role, channel, email, name in recipients
     ]
-    await session.execute(_INSERT_DELIVERY, rows)
+    await _INSERT_DELIVERY(session, rows)
     status: dict[str | None, str] = {None: DeliveryStatus.PENDING}
     status.update((invitee.id, DeliveryStatus.PENDING) for invitee in invitees)
     return status
 
 
-_INSERT_DELIVERY = insert(Delivery.__table__)  # type: ignore[arg-type]
+_INSERT_DELIVERY = Prepared(insert(Delivery.__table__))  # type: ignore[arg-type]
 
 
 async def _supersede(session: AsyncSession, meeting: Meeting) -> None:

@@ -62,6 +62,7 @@ from provisioner.policy.document import BriefingAcknowledgementMode, PolicyDocum
 from provisioner.policy.errors import PolicyViolation
 from provisioner.policy.model import Control
 from provisioner.policy.resolve import resolve_policy
+from provisioner.prepared import Prepared
 from provisioner.providers.base import (
     MeetingProvider,
     MeetingSpec,
@@ -226,8 +227,8 @@ async def provision_meeting(
     )
 
     async def insert_provisioning(session: AsyncSession) -> None:
-        await session.execute(  # Core: nothing reads this row back in this transaction
-            _INSERT_MEETING,
+        await _INSERT_MEETING(  # nothing reads this row back in this transaction
+            session,
             {
                 "id": meeting_id,
                 "host_subject": requester.subject,
@@ -409,7 +410,7 @@ async def store_verified(
                 }
             )
         if invitee_rows:
-            await session.execute(_INSERT_INVITEE, invitee_rows)  # one executemany
+            await _INSERT_INVITEE(session, invitee_rows)  # one executemany
         invitees = [Invitee(**row) for row in invitee_rows]
         # Deliveries refer to the invitees, written just above.
         delivery_status = await queue_new_meeting_deliveries(
@@ -462,8 +463,9 @@ async def store_verified(
 
 
 _MEETINGS: Table = Meeting.__table__  # type: ignore[assignment]
-_INSERT_MEETING = insert(_MEETINGS)
-_INSERT_INVITEE = insert(Invitee.__table__)  # type: ignore[arg-type]
+# Every create runs these two (provisioner/prepared.py says why they are prepared).
+_INSERT_MEETING = Prepared(insert(_MEETINGS))
+_INSERT_INVITEE = Prepared(insert(Invitee.__table__))  # type: ignore[arg-type]
 _MARK_VERIFIED = (
     update(_MEETINGS)
     .where(

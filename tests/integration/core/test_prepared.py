@@ -1,0 +1,106 @@
+"""`Prepared` statements store exactly what SQLAlchemy would, on SQLite and PostgreSQL.
+
+They skip SQLAlchemy's execution machinery for the few statements every create runs, so
+what that machinery did must still happen: bind processing (JSON, UTC timestamps),
+Python-side defaults and `onupdate` values, wrapped errors, and the engine's cursor events.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from provisioner.db import utcnow
+from provisioner.meetings.models import Meeting, MeetingState
+from provisioner.prepared import Prepared
+from provisioner.state import AppState
+
+START = datetime(2030, 1, 2, 9, 0, tzinfo=UTC)
+
+
+def meeting_row(meeting_id: str) -> dict[str, Any]:
+    """A meeting as a create inserts it: several columns left to their defaults."""
+    return {
+        "id": meeting_id,
+        "host_subject": "dana",
+        "host_email": "dana@example.com",
+        "host_name": "Dana",
+        "topic": "Planning",
+        "provider": "zoom",
+        "state": MeetingState.PROVISIONING,
+        "starts_at": START,
+        "ends_at": START,
+        "timezone": "Europe/Berlin",
+        "settings": {"waiting_room": True, "nested": {"list": [1, 2]}},
+        "ics_uid": f"{meeting_id}@p",
+    }
+
+
+def stored(meeting: Meeting) -> dict[str, Any]:
+    skip = {"id", "ics_uid", "created_at", "updated_at"}
+    return {c.key: getattr(meeting, c.key) for c in Meeting.__table__.columns if c.key not in skip}
+
+
+async def test_rows_match_what_sqlalchemy_stores(state: AppState) -> None:
+    before = utcnow()
+    async with state.db.session() as session:
+        await session.execute(insert(Meeting), meeting_row("by-sqlalchemy"))
+        await Prepared(insert(Meeting))(session, meeting_row("prepared"))
+    async with state.db.session() as session:
+        ours = await session.get(Meeting, "prepared")
+        theirs = await session.get(Meeting, "by-sqlalchemy")
+    assert ours is not None and theirs is not None
+    assert stored(ours) == stored(theirs)
+    assert ours.settings == {"waiting_room": True, "nested": {"list": [1, 2]}}
+    assert ours.starts_at == START and ours.starts_at.tzinfo is not None
+    assert (ours.enforced, ours.sequence, ours.orphan_check_pending) == ([], 0, False)
+    assert ours.created_at >= before and ours.updated_at >= before  # callable defaults
+
+
+async def test_many_rows_returning_rowcount_and_onupdate(state: AppState) -> None:
+    ids = [f"m{i}" for i in range(3)]
+    async with state.db.session() as session:
+        await Prepared(insert(Meeting))(session, [meeting_row(i) for i in ids])
+        touched_before = utcnow()
+        renamed = await Prepared(
+            update(Meeting)
+            .where(Meeting.provider == bindparam("which"))
+            .values(topic=bindparam("new_topic"))
+        )(session, {"which": "zoom", "new_topic": "Renamed"})
+        found = await Prepared(select(Meeting.id).order_by(Meeting.id).limit(2))(session)
+    assert renamed.rowcount == 3
+    assert [row[0] for row in found.rows] == ["m0", "m1"]
+    async with state.db.session() as session:
+        rows = (await session.scalars(select(Meeting))).all()
+    assert {(m.topic, m.updated_at >= touched_before) for m in rows} == {("Renamed", True)}
+
+
+async def test_errors_arrive_wrapped_and_the_transaction_rolls_back(state: AppState) -> None:
+    prepared = Prepared(insert(Meeting))
+    with pytest.raises(IntegrityError):
+        async with state.db.session() as session:
+            await prepared(session, meeting_row("twice"))
+            await prepared(session, meeting_row("twice"))
+    async with state.db.session() as session:
+        assert await session.get(Meeting, "twice") is None
+
+
+async def test_cursor_events_fire(state: AppState) -> None:
+    seen: list[tuple[str, bool]] = []
+
+    def before(
+        _conn: Any, _cursor: Any, statement: str, _params: Any, _ctx: Any, many: bool
+    ) -> None:
+        seen.append((statement.split()[0], many))
+
+    event.listen(state.db.engine.sync_engine, "before_cursor_execute", before)
+    try:
+        async with state.db.session() as session:
+            await Prepared(insert(Meeting))(session, [meeting_row("a"), meeting_row("b")])
+    finally:
+        event.remove(state.db.engine.sync_engine, "before_cursor_execute", before)
+    assert ("INSERT", True) in seen
