@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import select
 
@@ -16,6 +16,26 @@ from provisioner.settings import IdempotencySettings
 from provisioner.state import AppState
 
 
+def provisioning(meeting_id: str, since: datetime) -> Meeting:
+    """A meeting left in `provisioning` since `since` (as a crash leaves it)."""
+    return Meeting(
+        id=meeting_id,
+        host_subject="dana",
+        host_email="dana@example.com",
+        host_name="Dana",
+        topic="t",
+        provider="jitsi",
+        state=MeetingState.PROVISIONING,
+        starts_at=utcnow(),
+        ends_at=utcnow(),
+        timezone="UTC",
+        settings={},
+        ics_uid=f"{meeting_id}@p",
+        created_at=since,
+        updated_at=since,
+    )
+
+
 class TestReconcileStale:
     async def test_stale_provisioning_meeting_fails_and_releases_its_key(
         self, state: AppState
@@ -23,24 +43,7 @@ class TestReconcileStale:
         long_ago = utcnow() - timedelta(hours=1)
         async with state.db.session() as session:
             for meeting_id, when in (("stale", long_ago), ("fresh", utcnow())):
-                session.add(
-                    Meeting(
-                        id=meeting_id,
-                        host_subject="dana",
-                        host_email="dana@example.com",
-                        host_name="Dana",
-                        topic="t",
-                        provider="jitsi",
-                        state=MeetingState.PROVISIONING,
-                        starts_at=utcnow(),
-                        ends_at=utcnow(),
-                        timezone="UTC",
-                        settings={},
-                        ics_uid=f"{meeting_id}@p",
-                        created_at=when,
-                        updated_at=when,
-                    )
-                )
+                session.add(provisioning(meeting_id, when))
                 session.add(
                     IdempotencyKey(
                         scope="dana",
@@ -122,24 +125,7 @@ class TestPeriodicReconciliation:
         `stale_after_seconds`, so an orphan check that failed is retried while it runs."""
         long_ago = utcnow() - timedelta(hours=1)
         async with state.db.session() as session:
-            session.add(
-                Meeting(
-                    id="crashed",
-                    host_subject="dana",
-                    host_email="dana@example.com",
-                    host_name="Dana",
-                    topic="t",
-                    provider="jitsi",
-                    state=MeetingState.PROVISIONING,
-                    starts_at=utcnow(),
-                    ends_at=utcnow(),
-                    timezone="UTC",
-                    settings={},
-                    ics_uid="crashed@p",
-                    created_at=long_ago,
-                    updated_at=long_ago,
-                )
-            )
+            session.add(provisioning("crashed", long_ago))
         stop = asyncio.Event()
         loop = asyncio.create_task(
             reconcile_periodically(
