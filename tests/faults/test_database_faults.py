@@ -9,20 +9,16 @@ SMTP relay, and the shared invariant check runs afterwards.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 
-import httpx
 import pytest
 
-from provisioner.delivery.worker import DeliveryWorker
 from provisioner.state import AppState
 from tests.conftest import PG_ENV
-from tests.contract.providers.zoom.test_simulator import Harness as ZoomHarness
 from tests.contract.providers.zoom.test_simulator import posts
-from tests.faults.api import RECIPIENTS, create, create_twice
-from tests.faults.harness import Early, FaultyZoom, until
-from tests.faults.invariants import FaultWorld, check_invariants
+from tests.faults.api import RECIPIENTS
+from tests.faults.conftest import Rig
+from tests.faults.harness import Early, until
 from tests.integration.meetings.test_db_faults import (
     admin,
     app_pids,
@@ -34,34 +30,22 @@ from tests.integration.meetings.test_db_faults import (
 
 class TestConnectionDroppedInsideTheFinalTransaction:
     async def test_the_zoom_meeting_is_deleted_and_the_retry_makes_one(
-        self,
-        client: httpx.AsyncClient,
-        host_headers: dict[str, str],
-        state: AppState,
-        database_url: str,
-        zoom: ZoomHarness,
-        worker: DeliveryWorker,
-        world: FaultWorld,
-        logs: io.StringIO,
+        self, rig: Rig, state: AppState, database_url: str
     ) -> None:
         """The meeting exists at Zoom but could not be stored: nobody knows its id, so it
         must be deleted at once (or it lives on, unowned, with working links); the client
         gets a retriable problem and its retry makes exactly one meeting."""
-        assert isinstance(zoom.sim, FaultyZoom)
         async with admin(database_url) as admin_engine:
             dropped = drop_inside_final_transaction(
                 state, None if state.db.is_sqlite else admin_engine
             )
-            failed, retried = await create_twice(client, host_headers, "evt-db-drop")
+            failed, retried = await rig.create_twice("evt-db-drop")
         assert dropped, "the fault never fired"
         assert_problem(failed, 503, "database-unavailable")
-        assert len(zoom.sim.deleted) == 1  # the first attempt's meeting, deleted there
+        assert len(rig.sim.deleted) == 1  # the first attempt's meeting, deleted there
         assert retried.status_code == 201, retried.text
-        assert posts(zoom.sim, "/meetings") == 2
-        await worker.drain()
-        found = await check_invariants(
-            world, logs=logs.getvalue(), meetings=1, log_events=["meeting.provision_failed"]
-        )
+        assert posts(rig.sim, "/meetings") == 2
+        found = await rig.settle(log_events=["meeting.provision_failed"])
         assert (found.reconciled, found.sent) == (0, RECIPIENTS)
 
 
@@ -74,30 +58,18 @@ class TestBackendTerminatedWhileZoomCreates:
         return postgres_database_url
 
     async def test_the_request_reconnects_and_makes_one_meeting(
-        self,
-        client: httpx.AsyncClient,
-        host_headers: dict[str, str],
-        state: AppState,
-        postgres_database_url: str,
-        zoom: ZoomHarness,
-        worker: DeliveryWorker,
-        world: FaultWorld,
-        logs: io.StringIO,
+        self, rig: Rig, state: AppState, postgres_database_url: str
     ) -> None:
         """A database failover while Zoom works kills the pooled connection the request
         will use next: it must reconnect and finish, not fail a meeting Zoom has made."""
-        sim = zoom.sim
-        assert isinstance(sim, FaultyZoom)
+        sim = rig.sim
         pids = app_pids(state.db.engine)
         sim.early_creates.append(Early.HANG)  # Zoom hangs: the request is away
         async with admin(postgres_database_url) as admin_engine:
-            pending = asyncio.create_task(create(client, host_headers, "evt-failover"))
+            pending = asyncio.create_task(rig.create("evt-failover"))
             await until(lambda: posts(sim, "/meetings") > 0)
             assert await terminate(admin_engine, pids) >= 1  # the pooled one died
             response = await pending
         assert response.status_code == 201, response.text
-        await worker.drain()
-        found = await check_invariants(
-            world, logs=logs.getvalue(), meetings=1, log_events=["meeting.provisioned"]
-        )
+        found = await rig.settle(log_events=["meeting.provisioned"])
         assert found.sent == RECIPIENTS

@@ -6,20 +6,15 @@ violation is planted here on top of a healthy run and the check must name it.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Awaitable, Callable
 
-import httpx
 import pytest
 from sqlalchemy import update
 
 from provisioner.delivery.models import Delivery, DeliveryStatus
-from provisioner.delivery.worker import DeliveryWorker
 from provisioner.providers.zoom.mapping import marker
-from tests.contract.providers.zoom.test_simulator import Harness as ZoomHarness
-from tests.faults.api import create
-from tests.faults.harness import FaultyZoom
-from tests.faults.invariants import FaultWorld, check_invariants
+from tests.faults.conftest import Rig
+from tests.faults.invariants import FaultWorld
 
 Plant = Callable[[FaultWorld, str], Awaitable[str]]  # returns extra log text
 
@@ -71,24 +66,12 @@ async def registrant_link_logged(world: FaultWorld, meeting_id: str) -> str:
         (registrant_link_logged, "secrets in the logs"),
     ],
 )
-async def test_the_check_names_a_planted_violation(
-    plant: Plant,
-    named: str,
-    client: httpx.AsyncClient,
-    host_headers: dict[str, str],
-    zoom: ZoomHarness,
-    worker: DeliveryWorker,
-    world: FaultWorld,
-    logs: io.StringIO,
-) -> None:
+async def test_the_check_names_a_planted_violation(plant: Plant, named: str, rig: Rig) -> None:
     """Each invariant has teeth: the same healthy run passes, the planted fault fails."""
-    assert isinstance(zoom.sim, FaultyZoom)
-    response = await create(client, host_headers, "evt-healthy")
-    assert response.status_code == 201, response.text
-    await worker.drain()
-    await check_invariants(world, logs=logs.getvalue(), meetings=1)
-    extra = await plant(world, response.json()["id"])
+    response = await rig.made("evt-healthy")
+    await rig.settle()
+    extra = await plant(rig.world, response.json()["id"])
     with pytest.raises(AssertionError, match=named) as failed:
-        await check_invariants(world, logs=logs.getvalue() + extra, meetings=1)
+        await rig.check(extra_logs=extra)
     if extra:  # the failure names the kind of secret, never the secret itself
         assert extra.strip().split()[-1].strip('"}') not in str(failed.value)

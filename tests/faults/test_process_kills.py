@@ -31,8 +31,8 @@ from provisioner.settings import Settings
 from provisioner.state import AppState
 from tests.conftest import REPO_ROOT
 from tests.contract.providers.zoom.test_simulator import AUTH_OPTION
-from tests.contract.providers.zoom.test_simulator import Harness as ZoomHarness
-from tests.faults.api import BODY, RECIPIENTS, create
+from tests.faults.api import BODY, RECIPIENTS
+from tests.faults.conftest import Rig
 from tests.faults.harness import FaultyRelay, FaultyZoom, deterministic_worker, until
 from tests.faults.invariants import FaultWorld, check_invariants
 from tests.integration.delivery.test_scale_out import write_config
@@ -203,23 +203,18 @@ class TestApiKilledMidProvisioning:
 class TestWorkerKilledMidBatch:
     async def test_the_successor_sends_the_rest_and_only_the_message_in_flight_repeats(
         self,
+        rig: Rig,
         tmp_path: Path,
-        client: httpx.AsyncClient,
-        host_headers: dict[str, str],
         state: AppState,
         settings: Settings,
         jitsi_config: dict[str, Any],
-        zoom: ZoomHarness,
         relay: SmtpServer,
-        world: FaultWorld,
-        logs: io.StringIO,
     ) -> None:
         """A worker dies holding a batch: one message accepted by the relay but not
         recorded, the rest claimed but unsent. Its successor must send every one of them
         once the lease runs out; only the message in flight may arrive twice."""
         for n in range(3):
-            response = await create(client, host_headers, f"evt-batch-{n}")
-            assert response.status_code == 201, response.text
+            await rig.made(f"evt-batch-{n}")
         handler = relay.handler
         assert isinstance(handler, FaultyRelay)
         handler.hold_at = 3  # the fourth message of the first batch (of ten)
@@ -239,11 +234,8 @@ class TestWorkerKilledMidBatch:
             handler.release.set()
         with provisioner(children, "worker-successor", "worker", env=env) as successor:
             await until(all_sent, process=successor)
-        found = await check_invariants(
-            world,
-            logs=logs.getvalue() + logs_of(children),
-            meetings=3,
-            log_events=["worker.started", "delivery.sent"],
+        found = await rig.check(
+            meetings=3, extra_logs=logs_of(children), log_events=["worker.started", "delivery.sent"]
         )
         assert (found.sent, found.waiting) == (3 * RECIPIENTS, 0)
         assert found.resent == 1  # the message the relay took as the worker died

@@ -10,16 +10,11 @@ in flight arrives twice.
 from __future__ import annotations
 
 import asyncio
-import io
 
-import httpx
-
-from provisioner.delivery.worker import DeliveryWorker
 from provisioner.settings import Settings
-from tests.contract.providers.zoom.test_simulator import Harness as ZoomHarness
-from tests.faults.api import BODY, RECIPIENTS, create
+from tests.faults.api import BODY, RECIPIENTS
+from tests.faults.conftest import Rig
 from tests.faults.harness import FaultyRelay, bring_back, until
-from tests.faults.invariants import FaultWorld, check_invariants
 from tests.support.smtp import SmtpServer, TlsFiles
 
 REFUSED = "chen@partner.example.org"
@@ -33,40 +28,26 @@ def faulty(relay: SmtpServer) -> FaultyRelay:
     return relay.handler
 
 
-async def made(client: httpx.AsyncClient, headers: dict[str, str], key: str) -> None:
-    response = await create(client, headers, key)
-    assert response.status_code == 201, response.text
-
-
 class TestRelayRefusingThenDown:
     async def test_nothing_is_lost_and_only_the_message_in_flight_repeats(
-        self,
-        client: httpx.AsyncClient,
-        host_headers: dict[str, str],
-        zoom: ZoomHarness,
-        relay: SmtpServer,
-        tls_files: TlsFiles,
-        worker: DeliveryWorker,
-        world: FaultWorld,
-        logs: io.StringIO,
+        self, rig: Rig, relay: SmtpServer, tls_files: TlsFiles
     ) -> None:
         """Invitations are the product: a relay saying "try later", refusing one
         mailbox for good, or dying under the worker must never leave an invitee without
         their link and without anyone knowing."""
         handler = faulty(relay)
-        await made(client, host_headers, "evt-first")
+        await rig.made("evt-first")
 
         # 1. "451 try later" for everyone: each delivery stays pending.
         handler.rcpt_by_address = dict.fromkeys(EVERYONE, "451 4.3.0 mailbox busy, try later")
-        first = await worker.run_once()
+        first = await rig.worker.run_once()
         assert (first.claimed, first.sent, first.retried) == (RECIPIENTS, 0, RECIPIENTS)
-        found = await check_invariants(world, logs=logs.getvalue(), meetings=1)
+        found = await rig.check()
         assert (found.sent, found.waiting) == (0, RECIPIENTS)
 
         # 2. One mailbox now refuses for good, the others accept.
         handler.rcpt_by_address = {REFUSED: "550 5.1.1 no such user"}
-        await worker.drain()
-        found = await check_invariants(world, logs=logs.getvalue(), meetings=1, refused=[REFUSED])
+        found = await rig.settle(refused=[REFUSED])
         assert (found.sent, found.waiting, found.refused) == (RECIPIENTS - 1, 0, 1)
         alerts = len(handler.messages) - found.sent  # the host is told whom we missed
         assert alerts == 1
@@ -74,9 +55,9 @@ class TestRelayRefusingThenDown:
         # 3. A second meeting (the partner has fixed the mailbox); the relay dies while
         # holding the second message of the batch.
         handler.rcpt_by_address = {}
-        await made(client, host_headers, "evt-second")
+        await rig.made("evt-second")
         handler.hold_at = len(handler.messages) + 1
-        batch = asyncio.create_task(worker.run_once())
+        batch = asyncio.create_task(rig.worker.run_once())
         try:
             await until(handler.holding.is_set)
             relay.controller.stop()  # the relay goes down mid-batch
@@ -84,15 +65,12 @@ class TestRelayRefusingThenDown:
             handler.release.set()
         during = await batch
         assert (during.claimed, during.sent, during.retried) == (RECIPIENTS, 1, RECIPIENTS - 1)
-        found = await check_invariants(world, logs=logs.getvalue(), meetings=2, refused=[REFUSED])
+        found = await rig.check(meetings=2, refused=[REFUSED])
         assert (found.sent, found.waiting) == (RECIPIENTS, RECIPIENTS - 1)
 
         # 4. The relay is back where it was: everything goes out.
         bring_back(relay, tls_files)
-        await worker.drain()
-        found = await check_invariants(
-            world,
-            logs=logs.getvalue(),
+        found = await rig.settle(
             meetings=2,
             refused=[REFUSED],
             log_events=["delivery.retry_scheduled", "delivery.dead_lettered", "delivery.sent"],
@@ -104,26 +82,16 @@ class TestRelayRefusingThenDown:
 
 class TestRelayDownLongerThanTheRetrySchedule:
     async def test_invitations_survive_an_outage_longer_than_the_retry_schedule(
-        self,
-        client: httpx.AsyncClient,
-        host_headers: dict[str, str],
-        zoom: ZoomHarness,
-        relay: SmtpServer,
-        tls_files: TlsFiles,
-        worker: DeliveryWorker,
-        settings: Settings,
-        world: FaultWorld,
-        logs: io.StringIO,
+        self, rig: Rig, relay: SmtpServer, tls_files: TlsFiles, settings: Settings
     ) -> None:
         """A relay down for maintenance longer than the retry schedule (with the default
         worker settings the six attempts span at most 155 s) is still a transient fault:
         once it is back the invitations must go out, not stay dead."""
-        await made(client, host_headers, "evt-outage")
+        await rig.made("evt-outage")
         relay.controller.stop()
         try:
             for _ in range(settings.worker.max_attempts):
-                await worker.run_once()
+                await rig.worker.run_once()
         finally:
             bring_back(relay, tls_files)
-        await worker.drain()
-        await check_invariants(world, logs=logs.getvalue(), meetings=1)
+        await rig.settle()
