@@ -126,14 +126,21 @@ def _field_path(location: tuple[Any, ...]) -> str:
     return path or "body"
 
 
+# What a 503 from an unavailable provider tells the client to wait when the provider gave
+# no Retry-After of its own: about what our own retries had already waited.
+PROVIDER_RETRY_AFTER_SECONDS = 5
+
+
 async def _on_provisioner_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProvisionerError)  # noqa: S101 (registered for this class)
     status = status_for(exc)
     headers: dict[str, str] = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    if isinstance(exc, ProviderRetriable) and exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if isinstance(exc, ProviderRetriable):
+        # Every 503 says when to come back: the provider's own hint, else ours.
+        wait = PROVIDER_RETRY_AFTER_SECONDS if exc.retry_after is None else exc.retry_after
+        headers["Retry-After"] = str(max(1, round(wait)))
     if isinstance(exc, AuthenticationFailed):
         headers["WWW-Authenticate"] = 'Bearer realm="provisioner"'
     return problem(

@@ -11,6 +11,7 @@ from provisioner.delivery.models import Delivery
 from provisioner.meetings.models import Meeting
 from provisioner.policy.document import load_policy, parse_policy
 from provisioner.policy.model import Control
+from provisioner.problems import PROVIDER_RETRY_AFTER_SECONDS
 from provisioner.providers.errors import ProviderRetriable
 from provisioner.state import AppState
 from tests.factories import meeting_body
@@ -49,6 +50,19 @@ class TestProviderUnavailable:
         assert retried.status_code == 201
         assert "idempotent-replayed" not in retried.headers
         assert sorted(await meeting_states(state)) == ["failed", "verified"]
+
+    async def test_a_503_always_says_when_to_retry(
+        self, client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+    ) -> None:
+        """The provider gave no Retry-After (a 503 or a timeout): ours still gives one."""
+        state.providers = {
+            "fake": FakeProvider(create_failures=[ProviderRetriable("503", provider="fake")])
+        }
+        failed = await client.post(
+            "/api/v1/meetings", json=meeting_body(provider="fake"), headers=host_headers
+        )
+        assert failed.status_code == 503
+        assert failed.headers["retry-after"] == str(PROVIDER_RETRY_AFTER_SECONDS)
 
 
 class TestVerificationFailure:
