@@ -21,12 +21,10 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, SecretStr
 
 from provisioner.redaction import is_secret_key, register_secrets
-from provisioner.secrets.aws import AwsSecretStore
 from provisioner.secrets.base import SecretError, SecretRef, SecretStore, is_reference
 from provisioner.secrets.cache import CachingSecretStore
 from provisioner.secrets.env import EnvSecretStore
 from provisioner.secrets.file import FileSecretStore
-from provisioner.secrets.vault import VaultSecretStore
 from provisioner.settings import SecretsSettings, Settings, SettingsError
 
 T = TypeVar("T")
@@ -45,9 +43,15 @@ def build_store(settings: SecretsSettings) -> CachingSecretStore:
         return await (env if ref.scheme == "env" else file).get(ref)
 
     backends: dict[str, SecretStore] = {"env": env, "file": file}
+    # Imported only when configured: hvac and boto3 are about 0.6 s of every start-up
+    # (`bench/startup.py`) for installs that use neither.
     if settings.vault is not None:
+        from provisioner.secrets.vault import VaultSecretStore
+
         backends["vault"] = VaultSecretStore(settings.vault, bootstrap=bootstrap)
     if settings.aws is not None:
+        from provisioner.secrets.aws import AwsSecretStore
+
         backends["aws"] = AwsSecretStore(settings.aws)
     return CachingSecretStore(
         backends,
