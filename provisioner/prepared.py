@@ -11,10 +11,11 @@ them -- and then runs on the DBAPI cursor of the session's own connection, insid
 transaction. A DBAPI error goes through SQLAlchemy's own handling, so it arrives wrapped
 (`IntegrityError`, `OperationalError`...) and a dropped connection is invalidated.
 
-Only for statements whose results are plain values (ids, hashes, counts): rows come back
-as the driver returns them, without result processing. The engine's cursor events
-(`before_cursor_execute`, `after_cursor_execute`) fire as usual; `database.echo` does
-not print these statements.
+Returned rows (RETURNING, SELECT) go through the columns' result processors, as
+SQLAlchemy's would (JSON decoded, UTC timestamps made aware), and come back as plain tuples
+named by `Outcome.keys`: no Row or Result objects are built around them. The engine's
+cursor events (`before_cursor_execute`, `after_cursor_execute`) fire as usual;
+`database.echo` does not print these statements.
 """
 
 from __future__ import annotations
@@ -35,10 +36,16 @@ Params = Mapping[str, Any]
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the statement returned: its rows (plain tuples) and the rows it changed."""
+    """What the statement returned: its rows (plain tuples), the rows it changed, and the
+    names of the returned columns (in row order)."""
 
     rows: list[Any]
     rowcount: int
+    keys: tuple[str, ...] = ()
+
+    def mappings(self) -> list[dict[str, Any]]:
+        """The rows as column-name -> value dicts."""
+        return [dict(zip(self.keys, row, strict=True)) for row in self.rows]
 
 
 @dataclass(frozen=True)
@@ -48,6 +55,17 @@ class _Compiled:
     processors: Mapping[str, Any]
     constants: Mapping[str, Any]  # values compiled into the statement (a LIMIT, say)
     defaults: Mapping[str, Any]  # key -> callable() or value for columns left out
+    result_keys: tuple[str, ...]  # returned columns, in order
+    result_processors: tuple[Any, ...] | None  # per returned column; None: none has one
+
+    def processed(self, rows: list[Any]) -> list[Any]:
+        if self.result_processors is None:
+            return rows
+        pairs = self.result_processors
+        return [
+            tuple(p(value) if p is not None else value for p, value in zip(pairs, row, strict=True))
+            for row in rows
+        ]
 
     def values(self, row: Params) -> tuple[Any, ...]:
         filled = dict(row)
@@ -109,7 +127,7 @@ class Prepared:
             connection.dispatch.after_cursor_execute(
                 connection, cursor, compiled.sql, parameters, None, many
             )
-            return Outcome(found, cursor.rowcount)
+            return Outcome(compiled.processed(found), cursor.rowcount, compiled.result_keys)
         except connection.dialect.loaded_dbapi.Error as error:
             # Wraps it (IntegrityError...) and invalidates a dropped connection; raises.
             connection._handle_dbapi_exception(error, compiled.sql, values, cursor, None)
@@ -135,12 +153,22 @@ class Prepared:
                 raise TypeError(f"{column}: only scalar and plain callable defaults")
             arg = getattr(default, "arg", None)
             defaults[column.key] = (lambda fn=arg: fn(None)) if default.is_callable else arg
+        # What SQLAlchemy's result would apply to each returned column (the DBAPI type
+        # code it may also consult is unknown before execution; none of our types use it).
+        returned = compiler._result_columns
+        result_processors = tuple(
+            entry.type._cached_result_processor(dialect, None) for entry in returned
+        )
         built = _Compiled(
             sql=compiler.string,
             names=tuple(compiler.positiontup),
             processors=dict(compiler._bind_processors),
             constants=compiler.construct_params(_check=False),
             defaults=defaults,
+            result_keys=tuple(entry.keyname for entry in returned),
+            result_processors=(
+                result_processors if any(p is not None for p in result_processors) else None
+            ),
         )
         self._compiled[(dialect.name, keys)] = built
         return built

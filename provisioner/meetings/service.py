@@ -363,12 +363,12 @@ async def store_verified(
                 raise MeetingNotChangeable(locked.id, state=locked.state)
             await also(session, locked)
             await session.flush()  # what `also` changed, before the Core statements below
-        # One Core UPDATE, conditional on the state, instead of loading the row, checking
-        # it and flushing: it locks the row like SELECT ... FOR UPDATE did, and RETURNING
-        # gives the stored row for the response.
+        # One UPDATE, conditional on the state, instead of loading the row, checking it
+        # and flushing: it locks the row like SELECT ... FOR UPDATE did, and RETURNING
+        # gives the stored row for the response (prepared: every create runs it).
         stored = (
-            await session.execute(
-                _MARK_VERIFIED,
+            await _MARK_VERIFIED(
+                session,
                 {
                     "meeting_id": spec.meeting_id,
                     "provisioning": MeetingState.PROVISIONING,
@@ -382,8 +382,8 @@ async def store_verified(
                     "new_state": MeetingState.VERIFIED,
                 },
             )
-        ).one_or_none()
-        if stored is None:
+        ).mappings()
+        if not stored:
             state = await session.scalar(select(Meeting.state).where(Meeting.id == spec.meeting_id))
             if state is None:
                 raise MeetingNotFound(spec.meeting_id)
@@ -391,7 +391,7 @@ async def store_verified(
             # the provider: storing it now could leave two live meetings for one request.
             raise MeetingNotChangeable(spec.meeting_id, state=state)
         # A detached copy for the response (never added to the session).
-        meeting = Meeting(**stored._mapping)
+        meeting = Meeting(**stored[0])
         invitee_rows: list[dict[str, Any]] = []
         for position, person in enumerate(spec.invitees):
             invitee_id = str(uuid.uuid4())
@@ -466,7 +466,7 @@ _MEETINGS: Table = Meeting.__table__  # type: ignore[assignment]
 # Every create runs these two (provisioner/prepared.py says why they are prepared).
 _INSERT_MEETING = Prepared(insert(_MEETINGS))
 _INSERT_INVITEE = Prepared(insert(Invitee.__table__))  # type: ignore[arg-type]
-_MARK_VERIFIED = (
+_MARK_VERIFIED = Prepared(
     update(_MEETINGS)
     .where(
         _MEETINGS.c.id == bindparam("meeting_id"),

@@ -79,6 +79,34 @@ async def test_many_rows_returning_rowcount_and_onupdate(state: AppState) -> Non
     assert {(m.topic, m.updated_at >= touched_before) for m in rows} == {("Renamed", True)}
 
 
+async def test_returned_rows_are_processed_as_sqlalchemy_processes_them(state: AppState) -> None:
+    """RETURNING rows come back typed (JSON decoded, aware timestamps, enums as stored),
+    equal to the row SQLAlchemy's own result gives for the same statement."""
+    statement = (
+        update(Meeting)
+        .where(Meeting.id == bindparam("meeting_id"))
+        .values(reference=bindparam("new_reference", type_=Meeting.__table__.c.reference.type))
+        .returning(*Meeting.__table__.c)
+    )
+    async with state.db.session() as session:
+        await Prepared(insert(Meeting))(session, [meeting_row("ours"), meeting_row("theirs")])
+        ours = await Prepared(statement)(session, {"meeting_id": "ours", "new_reference": {"a": 1}})
+        theirs = (
+            await session.execute(statement, {"meeting_id": "theirs", "new_reference": {"a": 1}})
+        ).one()
+    (mine,) = ours.mappings()
+    expected = dict(theirs._mapping)
+    assert ours.keys == tuple(expected)
+    skip = {"id", "ics_uid", "created_at", "updated_at"}
+    assert {k: v for k, v in mine.items() if k not in skip} == {
+        k: v for k, v in expected.items() if k not in skip
+    }
+    assert mine["reference"] == {"a": 1} and mine["settings"]["nested"] == {"list": [1, 2]}
+    assert mine["starts_at"] == START and mine["starts_at"].tzinfo is not None
+    assert mine["updated_at"].tzinfo is not None and mine["updated_at"] >= mine["created_at"]
+    assert Meeting(**mine).state == MeetingState.PROVISIONING
+
+
 async def test_errors_arrive_wrapped_and_the_transaction_rolls_back(state: AppState) -> None:
     prepared = Prepared(insert(Meeting))
     with pytest.raises(IntegrityError):
