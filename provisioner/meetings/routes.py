@@ -15,10 +15,12 @@ from provisioner.auth.deps import (
     SessionDep,
     StateDep,
     WriteRateLimit,
+    authorized,
     require_role,
     require_scope,
 )
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
+from provisioner.auth.principal import Principal
 from provisioner.auth.roles import Role
 from provisioner.errors import FieldError
 from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
@@ -75,6 +77,11 @@ EMPLOYEE_OR_INTEGRATION = require_role(Role.EMPLOYEE, integrations=True)
 # In-meeting controls: the meeting's host, or a responder on any meeting (the service
 # checks which; anyone else gets 404).
 HOST_OR_RESPONDER = require_role(Role.EMPLOYEE, Role.RESPONDER, integrations=True)
+# Creating a meeting: scope, role and write limit as one dependency (`authorized` says why).
+MeetingWriter = Annotated[
+    Principal,
+    authorized("meetings:write", Role.EMPLOYEE, integrations=True, write_limited=True),
+]
 
 IdempotencyKeyHeader = Annotated[
     str | None,
@@ -93,7 +100,6 @@ IdempotencyKeyHeader = Annotated[
     "",
     status_code=201,
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write"), EMPLOYEE_OR_INTEGRATION, WriteRateLimit],
     responses=responses(
         InvalidRequest,
         PolicyViolation,
@@ -110,7 +116,7 @@ IdempotencyKeyHeader = Annotated[
 )
 async def create_meeting(
     body: MeetingCreate,
-    principal: CurrentPrincipal,
+    principal: MeetingWriter,
     state: StateDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
