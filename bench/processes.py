@@ -7,8 +7,10 @@ production; the load generator in the bench process then measures over real sock
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -19,6 +21,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from provisioner.auth.local_issuer import LocalIssuer
 
@@ -153,3 +158,32 @@ def app_config(
     path = directory / "provisioner.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@contextmanager
+def scratch_postgres(url: str, *names: str) -> Iterator[list[str]]:
+    """Fresh, empty PostgreSQL databases on `url`'s server, one per name, dropped after.
+
+    The database `url` names is left alone: the benchmark never writes into a database a
+    developer may use, and each run starts from the same empty state.
+    """
+    server = make_url(url)
+    suffix = secrets.token_hex(4)
+    databases = [f"bench_{name}_{suffix}" for name in names]
+
+    async def run(statements: list[str]) -> None:
+        engine = create_async_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as connection:
+                for statement in statements:
+                    await connection.execute(text(statement))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run([f'CREATE DATABASE "{name}"' for name in databases]))
+    try:
+        yield [
+            server.set(database=name).render_as_string(hide_password=False) for name in databases
+        ]
+    finally:
+        asyncio.run(run([f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)' for name in databases]))

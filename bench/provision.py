@@ -1,9 +1,10 @@
 """Benchmark: `POST /api/v1/meetings` throughput and latency next to the floor.
 
 Three processes on 127.0.0.1 besides this one: a Zoom-shaped provider simulator with a
-fixed injected latency (bench/provider_sim.py), the real app (`provisioner serve`, SQLite,
-embedded worker off) and the floor (bench/floor_app.py: the same provider calls through the
-same kind of client plus one insert). The load generator here is asyncio + aiohttp. For
+fixed injected latency (bench/provider_sim.py), the real app (`provisioner serve`, embedded
+worker off) and the floor (bench/floor_app.py: the same provider calls through the same
+kind of client plus one insert), on SQLite, then on PostgreSQL when `BENCH_DATABASE_URL`
+names a server. The load generator here is asyncio + aiohttp. For
 each latency (0 and 200 ms) and concurrency (1, 16, 64) the floor and ours are loaded in
 turn for a fixed time, and we report throughput, p50/p99, our p50 overhead in ms and our
 throughput as a ratio of the floor's.
@@ -14,7 +15,10 @@ machine's cores with the load generator (and with whatever else runs): read the 
 
 Run: `make bench` (or `.venv/bin/python -m bench.provision`); `BENCH_SECONDS` sets the
 seconds per measurement (default 5), `BENCH_LATENCIES` and `BENCH_CONCURRENCY` pick cells
-(comma-separated; defaults `0,200` and `1,16,64`).
+(comma-separated; defaults `0,200` and `1,16,64`), `BENCH_MODES` the databases (default
+`sqlite,postgresql`). On PostgreSQL, ours and the floor each get a scratch database on
+`BENCH_DATABASE_URL`'s server, created for the run and dropped after it (the database the
+URL names is not touched).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,12 +40,13 @@ from typing import Any
 import aiohttp
 import httpx
 
-from bench.processes import app_config, clean_env, free_port, running
+from bench.processes import app_config, clean_env, free_port, running, scratch_postgres
 from provisioner.auth.local_issuer import LocalIssuer
 
 LATENCIES_MS = tuple(int(ms) for ms in os.environ.get("BENCH_LATENCIES", "0,200").split(","))
 CONCURRENCY = tuple(int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,16,64").split(","))
 SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+MODES = tuple(os.environ.get("BENCH_MODES", "sqlite,postgresql").split(","))
 OVERHEAD_TARGET_MS = 5.0
 RATIO_TARGET = 0.70
 
@@ -180,21 +187,22 @@ async def calls_per_request(
 
 def row(mode: str, latency: int, c: int, ours: Result, floor: Result) -> str:
     return (
-        f"{mode:<8}{latency:>6} ms{c:>5}{ours.rate:>9.1f}{ours.p50:>9.1f}{ours.p99:>9.1f}"
+        f"{mode:<11}{latency:>6} ms{c:>5}{ours.rate:>9.1f}{ours.p50:>9.1f}{ours.p99:>9.1f}"
         f"{floor.rate:>10.1f}{floor.p50:>9.1f}{ours.p50 - floor.p50:>10.1f}"
         f"{ours.rate / floor.rate:>8.2f}{ours.cpu_ms:>8.1f}{floor.cpu_ms:>8.1f}"
         f"{ours.requests:>7}{ours.errors + floor.errors:>5}"
     )
 
 
-async def measure(
-    ours: Target, floor: Target, provider_url: str
-) -> list[tuple[int, int, Result, Result]]:
-    results: list[tuple[int, int, Result, Result]] = []
+Cell = tuple[str, int, int, Result, Result]  # mode, latency, concurrency, ours, floor
+
+
+async def measure(mode: str, ours: Target, floor: Target, provider_url: str) -> list[Cell]:
+    results: list[Cell] = []
     async with new_session(1) as session:
         mine = await calls_per_request(session, ours, provider_url)
         theirs = await calls_per_request(session, floor, provider_url)
-        print(f"provider calls per request: ours {mine:.1f}, floor {theirs:.1f}")
+        print(f"{mode:<11}provider calls per request: ours {mine:.1f}, floor {theirs:.1f}")
         for latency in LATENCIES_MS:
             async with session.put(f"{provider_url}/_bench/latency?ms={latency}") as response:
                 response.raise_for_status()
@@ -203,52 +211,57 @@ async def measure(
                 seconds = SECONDS * (2 if latency and c == 1 else 1)
                 floor_result = await load(floor, concurrency=c, seconds=seconds)
                 ours_result = await load(ours, concurrency=c, seconds=seconds)
-                results.append((latency, c, ours_result, floor_result))
-                print(row("sqlite", latency, c, ours_result, floor_result), flush=True)
+                results.append((mode, latency, c, ours_result, floor_result))
+                print(row(mode, latency, c, ours_result, floor_result), flush=True)
     return results
 
 
-def verdict(results: list[tuple[int, int, Result, Result]]) -> list[str]:
+def verdict(results: list[Cell]) -> list[str]:
     lines = []
-    for latency, c, ours, floor in results:
+    for mode, latency, c, ours, floor in results:
         if c == 1:
             overhead = ours.p50 - floor.p50
             met = "MET" if overhead <= OVERHEAD_TARGET_MS else "MISSED"
             lines.append(
-                f"  p50 overhead at {latency} ms, c=1: {overhead:.1f} ms "
+                f"  {mode}: p50 overhead at {latency} ms, c=1: {overhead:.1f} ms "
                 f"(target <= {OVERHEAD_TARGET_MS:.0f} ms): {met}"
             )
         if c == max(CONCURRENCY):
             ratio = ours.rate / floor.rate
             met = "MET" if ratio >= RATIO_TARGET else "MISSED"
             lines.append(
-                f"  throughput at {latency} ms, c={c}: {ratio:.2f} of the floor "
+                f"  {mode}: throughput at {latency} ms, c={c}: {ratio:.2f} of the floor "
                 f"(target >= {RATIO_TARGET:.2f}): {met}"
             )
     return lines
 
 
-def main() -> None:
-    issuer = LocalIssuer(issuer="https://idp.bench.invalid")
-    token = issuer.token(
-        subject="bench-host", email="host@example.com", name="Bench Host", groups=["employees"]
-    )
-    with tempfile.TemporaryDirectory() as tmp:
-        directory = Path(tmp)
-        sim_port, app_port, floor_port = free_port(), free_port(), free_port()
-        provider_url = f"http://127.0.0.1:{sim_port}"
-        app_url = f"http://127.0.0.1:{app_port}"
-        floor_url = f"http://127.0.0.1:{floor_port}"
-        config = app_config(
-            directory,
-            database_url=f"sqlite+aiosqlite:///{directory / 'ours.db'}",
-            issuer=issuer,
-            zoom_url=provider_url,
+@contextmanager
+def databases(mode: str, directory: Path) -> Iterator[tuple[str, str]]:
+    """Empty databases for ours and the floor: SQLite files, or scratch PostgreSQL
+    databases on BENCH_DATABASE_URL's server (created and dropped by this run)."""
+    if mode == "sqlite":
+        yield (
+            f"sqlite+aiosqlite:///{directory / 'ours.db'}",
+            f"sqlite+aiosqlite:///{directory / 'floor.db'}",
         )
+        return
+    with scratch_postgres(os.environ["BENCH_DATABASE_URL"], "ours", "floor") as (ours, floor):
+        yield ours, floor
+
+
+def run_mode(mode: str, directory: Path, issuer: LocalIssuer, token: str) -> list[Cell]:
+    """Simulator, floor and app on `mode`'s databases; every cell measured against them."""
+    sim_port, app_port, floor_port = free_port(), free_port(), free_port()
+    provider_url = f"http://127.0.0.1:{sim_port}"
+    app_url = f"http://127.0.0.1:{app_port}"
+    floor_url = f"http://127.0.0.1:{floor_port}"
+    with databases(mode, directory) as (ours_db, floor_db):
+        config = app_config(directory, database_url=ours_db, issuer=issuer, zoom_url=provider_url)
         sim_args = ["-m", "bench.provider_sim", "--port", str(sim_port)]
         floor_args = [
             "-m", "bench.floor_app", "--port", str(floor_port), "--provider-url", provider_url,
-            "--database-url", f"sqlite+aiosqlite:///{directory / 'floor.db'}",
+            "--database-url", floor_db,
         ]  # fmt: skip
         app_args = ["-m", "provisioner", "serve", "--port", str(app_port)]
         with (
@@ -263,18 +276,9 @@ def main() -> None:
                 env=clean_env(PROVISIONER_CONFIG=str(config)),
             ) as app_process,
         ):
-            print(
-                f"\nProvisioning: POST /api/v1/meetings (Zoom simulator, 1 invitee, fresh "
-                f"Idempotency-Key each) vs the floor, {SECONDS:.0f} s per cell, "
-                f"{os.cpu_count()} cores shared by simulator, app, floor and load generator"
-            )
-            print(
-                f"{'mode':<8}{'latency':>9}{'c':>5}{'req/s':>9}{'p50':>9}{'p99':>9}"
-                f"{'floor r/s':>10}{'fl. p50':>9}{'ovh p50':>10}{'ratio':>8}"
-                f"{'cpu':>8}{'fl. cpu':>8}{'n':>7}{'err':>5}"
-            )
             results = asyncio.run(
                 measure(
+                    mode,
                     Target(
                         f"{app_url}/api/v1/meetings",
                         {"Authorization": f"Bearer {token}"},
@@ -288,6 +292,31 @@ def main() -> None:
             check = httpx.get(f"{app_url}/readyz", timeout=10)
             if check.status_code != 200:
                 print(f"the app is not ready after the run: {check.status_code}", file=sys.stderr)
+    return results
+
+
+def main() -> None:
+    issuer = LocalIssuer(issuer="https://idp.bench.invalid")
+    token = issuer.token(
+        subject="bench-host", email="host@example.com", name="Bench Host", groups=["employees"]
+    )
+    print(
+        f"\nProvisioning: POST /api/v1/meetings (Zoom simulator, 1 invitee, fresh "
+        f"Idempotency-Key each) vs the floor, {SECONDS:.0f} s per cell, "
+        f"{os.cpu_count()} cores shared by simulator, app, floor and load generator"
+    )
+    print(
+        f"{'mode':<11}{'latency':>9}{'c':>5}{'req/s':>9}{'p50':>9}{'p99':>9}"
+        f"{'floor r/s':>10}{'fl. p50':>9}{'ovh p50':>10}{'ratio':>8}"
+        f"{'cpu':>8}{'fl. cpu':>8}{'n':>7}{'err':>5}"
+    )
+    results: list[Cell] = []
+    for mode in MODES:
+        if mode == "postgresql" and not os.environ.get("BENCH_DATABASE_URL"):
+            print(f"{mode:<11}skipped: BENCH_DATABASE_URL is not set")
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            results += run_mode(mode, Path(tmp), issuer, token)
     print(
         "(latencies in ms; ovh = our p50 minus the floor's; ratio = our req/s / floor's; "
         "cpu = the server process's CPU ms per request)"
