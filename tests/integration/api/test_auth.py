@@ -124,6 +124,44 @@ class TestWriteRateLimit:
         assert refused.json()["type"].endswith("/rate-limited")
 
 
+class TestCreateAuthorisation:
+    """Creating a meeting checks scope, then role, then spends a write token (one
+    dependency, `auth.deps.authorized`): a refused request spends nothing."""
+
+    async def test_a_caller_without_the_employee_role_is_403_naming_the_role(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
+        token = issuer.token(subject="v", email="v@example.com", name="V", groups=["visitors"])
+        response = await client.post("/api/v1/meetings", json=meeting_body(), headers=bearer(token))
+        assert response.status_code == 403
+        assert "role employee" in response.json()["detail"]
+
+    async def test_refused_requests_spend_no_write_tokens(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer
+    ) -> None:
+        from provisioner.ratelimit import RateLimiter
+
+        app = client._transport.app  # type: ignore[attr-defined]
+        app.state.write_limiter = RateLimiter(per_minute=1, burst=1)
+        no_scope = issuer.token(
+            subject="s", email="s@example.com", name="S", groups=["employees"],
+            scopes=["meetings:read"],
+        )  # fmt: skip
+        no_role = issuer.token(subject="s", email="s@example.com", name="S", groups=["visitors"])
+        allowed = issuer.token(subject="s", email="s@example.com", name="S", groups=["employees"])
+        for refused in (no_scope, no_role):
+            response = await client.post(
+                "/api/v1/meetings", json=meeting_body(), headers=bearer(refused)
+            )
+            assert response.status_code == 403
+        created = await client.post(
+            "/api/v1/meetings", json=meeting_body(), headers=bearer(allowed)
+        )
+        assert created.status_code == 201  # the one token was still there
+        again = await client.post("/api/v1/meetings", json=meeting_body(), headers=bearer(allowed))
+        assert again.status_code == 429
+
+
 class TestSecurityHeaders:
     async def test_every_response_carries_them(self, client: httpx.AsyncClient) -> None:
         response = await client.get("/healthz")
