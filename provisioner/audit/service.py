@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import BigInteger, String, bindparam, func, insert, select
 from sqlalchemy import event as orm_event
-from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -93,18 +93,22 @@ def _chain_on_commit(session: Session) -> None:
     """Chain and insert this transaction's pending events, under the chain lock.
 
     On PostgreSQL a transaction-level advisory lock serialises appends across processes
-    (SQLite has a single writer anyway); ids are assigned inside the lock, so id order is
+    (SQLite has a single writer anyway), taken together with the read of the chain's head
+    (`audit_chain_head`, migration 0009); ids are assigned inside the lock, so id order is
     chain order.
     """
     pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
     if not pending:
         return
     session.flush()  # the transaction's own rows first: the chain lock is its last lock
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": _CHAIN_LOCK})
     connection = session.connection()  # plain rows from here: no ORM, no result objects
-    last = _LAST_HASH.run(connection, None).rows
-    prev = last[0][0] if last else GENESIS
+    if connection.dialect.name == "postgresql":
+        # The lock and the head in one round trip (migration 0009 says why it is correct).
+        head = _LOCKED_HEAD.run(connection, {"lock_id": _CHAIN_LOCK}).rows[0][0]
+    else:
+        last = _LAST_HASH.run(connection, None).rows
+        head = last[0][0] if last else None
+    prev = head or GENESIS
     for event in pending:
         event["prev_hash"] = prev
         event["hash"] = prev = event_digest(
@@ -125,6 +129,9 @@ def _chain_on_commit(session: Session) -> None:
 # prepared).
 _INSERT = Prepared(insert(AuditEvent.__table__))  # type: ignore[arg-type]
 _LAST_HASH = Prepared(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
+_LOCKED_HEAD = Prepared(
+    select(func.audit_chain_head(bindparam("lock_id", type_=BigInteger), type_=String))
+)
 
 
 def _forget_pending(session: Session, *_: Any) -> None:
