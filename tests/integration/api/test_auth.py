@@ -99,14 +99,19 @@ class TestIdTokensAreNotAccessTokens:
         assert response.status_code == 401
 
 
+def limit_writes(client: httpx.AsyncClient, *, burst: int) -> None:
+    """Give the app under test a write limiter of `burst` tokens (one more a minute)."""
+    from provisioner.ratelimit import RateLimiter
+
+    app = client._transport.app  # type: ignore[attr-defined]
+    app.state.write_limiter = RateLimiter(per_minute=1, burst=burst)
+
+
 class TestWriteRateLimit:
     async def test_a_caller_over_the_limit_gets_429_with_retry_after(
         self, client: httpx.AsyncClient, issuer: LocalIssuer
     ) -> None:
-        from provisioner.ratelimit import RateLimiter
-
-        app = client._transport.app  # type: ignore[attr-defined]
-        app.state.write_limiter = RateLimiter(per_minute=1, burst=2)
+        limit_writes(client, burst=2)
         token = issuer.token(
             subject="busy", email="busy@example.com", name="B", groups=["employees"]
         )
@@ -139,10 +144,7 @@ class TestCreateAuthorisation:
     async def test_refused_requests_spend_no_write_tokens(
         self, client: httpx.AsyncClient, issuer: LocalIssuer
     ) -> None:
-        from provisioner.ratelimit import RateLimiter
-
-        app = client._transport.app  # type: ignore[attr-defined]
-        app.state.write_limiter = RateLimiter(per_minute=1, burst=1)
+        limit_writes(client, burst=1)
         no_scope = issuer.token(
             subject="s", email="s@example.com", name="S", groups=["employees"],
             scopes=["meetings:read"],
