@@ -180,8 +180,8 @@ def scratch_postgres(url: str, *names: str) -> Iterator[list[str]]:
         finally:
             await engine.dispose()
 
-    asyncio.run(run([f'CREATE DATABASE "{name}"' for name in databases]))
-    try:
+    try:  # inside: if the second CREATE fails, the first database is dropped too
+        asyncio.run(run([f'CREATE DATABASE "{name}"' for name in databases]))
         yield [
             server.set(database=name).render_as_string(hide_password=False) for name in databases
         ]

@@ -61,9 +61,12 @@ class _Compiled:
     def processed(self, rows: list[Any]) -> list[Any]:
         if self.result_processors is None:
             return rows
-        pairs = self.result_processors
+        processors = self.result_processors
         return [
-            tuple(p(value) if p is not None else value for p, value in zip(pairs, row, strict=True))
+            tuple(
+                p(value) if p is not None else value
+                for p, value in zip(processors, row, strict=True)
+            )
             for row in rows
         ]
 
