@@ -14,6 +14,9 @@ costs far more CPU than the statement itself. So SQLAlchemy gets our own DBAPI a
 loop's thread, and only a lock held by another process sends the call to aiosqlite's
 thread to wait there (measured in `bench/provision.py`; see the README's Performance
 section). It subclasses SQLAlchemy's aiosqlite adapter classes: SQLAlchemy is pinned to 2.1.
+
+PostgreSQL over asyncpg checks a pooled connection with the transaction's own BEGIN instead
+of SQLAlchemy's pre-ping (`_begin_on_checkout`): three round trips fewer per transaction.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_dbapi,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -66,8 +70,36 @@ def create_engine(settings: DatabaseSettings) -> AsyncEngine:
         engine = create_async_engine(url, module=_InlineDBAPI(aiosqlite, sqlite3), **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size, pool_pre_ping=True)
-    return create_async_engine(url, **kwargs)
+    kwargs.update(pool_size=settings.pool_size, max_overflow=settings.pool_size)
+    if url.get_driver_name() != "asyncpg":
+        return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    engine = create_async_engine(url, **kwargs)
+    event.listen(engine.sync_engine, "checkout", _begin_on_checkout)
+    return engine
+
+
+def _begin_on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+    """Prove a pooled asyncpg connection alive with the BEGIN its transaction needs anyway.
+
+    A connection the server has dropped since it was pooled (a restart, a failover,
+    `pg_terminate_backend`) must be replaced before a request uses it. SQLAlchemy's
+    `pool_pre_ping` does that, but on asyncpg its ping is three round trips (BEGIN, an
+    empty query, ROLLBACK: it wraps the ping in a transaction for pgbouncer) before the
+    transaction sends its own BEGIN: six of the twenty a create sent to the server in its
+    two transactions (counted with `log_statement=all`). Here the transaction starts
+    at checkout instead: its BEGIN is the ping, and a dead connection raises
+    `DisconnectionError`, on which the pool reconnects and runs this again, as pre-ping
+    would. The transaction is the one SQLAlchemy would have begun at the first statement
+    (same isolation level; switching a connection to AUTOCOMMIT rolls it back first, and
+    the pool resets the level at check-in, so our engines never hand out an autocommit
+    connection here), and one checked in unused is rolled back by the pool's reset.
+    """
+    try:
+        await_(dbapi_connection._start_transaction())
+    except Exception as error:
+        if dbapi_connection._connection.is_closed():
+            raise DisconnectionError("the pooled connection was closed by the server") from error
+        raise
 
 
 def _inline_connect(database: str, **kwargs: Any) -> _InlineConnection:
