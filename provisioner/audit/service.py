@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, String, bindparam, func, insert, select
+from sqlalchemy import BigInteger, DateTime, String, Text, bindparam, func, insert, select
 from sqlalchemy import event as orm_event
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -39,9 +40,38 @@ def event_digest(
     target_id: str,
     details: dict[str, Any],
 ) -> str:
+    """The event's hash: SHA-256 of its canonical JSON, which includes `prev_hash`."""
+    head, tail = body_around_prev(
+        occurred_at=occurred_at,
+        actor=actor,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        details=details,
+    )
+    return hashlib.sha256(f"{head}{prev_hash}{tail}".encode()).hexdigest()
+
+
+def body_around_prev(
+    *,
+    occurred_at: datetime,
+    actor: str,
+    action: str,
+    target_type: str,
+    target_id: str,
+    details: dict[str, Any],
+) -> tuple[str, str]:
+    """The event's canonical JSON split where the value of its "prev" key goes.
+
+    The body is `{"action":…,"actor":…,"at":…,"details":…,"prev":"<hash>","target":[…]}`
+    (keys sorted, no spaces, ASCII). Split this way, PostgreSQL can chain an event by
+    putting the head's hash between the halves (`audit_append`, migration 0010) without
+    re-serialising anything. "target" is the last key and its value two JSON strings,
+    which cannot contain `,"target":[` unescaped: so the last occurrence is the key's own.
+    A previous hash is hex and needs no escaping.
+    """
     body = json.dumps(
         {
-            "prev": prev_hash,
             "at": occurred_at.isoformat(timespec="microseconds"),
             "actor": actor,
             "action": action,
@@ -52,7 +82,11 @@ def event_digest(
         separators=(",", ":"),
         default=str,
     )
-    return hashlib.sha256(body.encode()).hexdigest()
+    split = body.rindex(_TARGET_KEY)
+    return f'{body[:split]},"prev":"', f'"{body[split:]}'
+
+
+_TARGET_KEY = ',"target":['
 
 
 async def record_event(
@@ -92,10 +126,11 @@ _PENDING = "provisioner.audit.pending"
 def _chain_on_commit(session: Session) -> None:
     """Chain and insert this transaction's pending events, under the chain lock.
 
-    On PostgreSQL a transaction-level advisory lock serialises appends across processes
-    (SQLite has a single writer anyway), taken together with the read of the chain's head
-    (`audit_chain_head`, migration 0009); ids are assigned inside the lock, so id order is
-    chain order.
+    On PostgreSQL a transaction-level advisory lock serialises appends across processes,
+    and `audit_append` (migration 0010) takes it, reads the chain's head, hashes and
+    inserts the events in one round trip. SQLite has a single writer anyway: there the
+    head is read and the hashes computed here. Either way ids are assigned inside the
+    lock, so id order is chain order.
     """
     pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
     if not pending:
@@ -103,12 +138,10 @@ def _chain_on_commit(session: Session) -> None:
     session.flush()  # the transaction's own rows first: the chain lock is its last lock
     connection = session.connection()  # plain rows from here: no ORM, no result objects
     if connection.dialect.name == "postgresql":
-        # The lock and the head in one round trip (migration 0009 says why it is correct).
-        head = _LOCKED_HEAD.run(connection, {"lock_id": _CHAIN_LOCK}).rows[0][0]
-    else:
-        last = _LAST_HASH.run(connection, None).rows
-        head = last[0][0] if last else None
-    prev = head or GENESIS
+        _APPEND.run(connection, _append_arguments(pending))
+        return
+    last = _LAST_HASH.run(connection, None).rows
+    prev = last[0][0] if last else GENESIS
     for event in pending:
         event["prev_hash"] = prev
         event["hash"] = prev = event_digest(
@@ -125,12 +158,53 @@ def _chain_on_commit(session: Session) -> None:
     _INSERT.run(connection, pending)
 
 
-# Every transaction that audits runs both (provisioner/prepared.py says why they are
-# prepared).
+def _append_arguments(pending: list[dict[str, Any]]) -> dict[str, Any]:
+    """`audit_append`'s arrays: one element per event, in chain order."""
+    halves = [
+        body_around_prev(
+            occurred_at=event["occurred_at"],
+            actor=event["actor"],
+            action=event["action"],
+            target_type=event["target_type"],
+            target_id=event["target_id"],
+            details=event["details"],
+        )
+        for event in pending
+    ]
+    return {
+        "lock_id": _CHAIN_LOCK,
+        "occurred": [event["occurred_at"] for event in pending],
+        "actors": [event["actor"] for event in pending],
+        "actions": [event["action"] for event in pending],
+        "target_types": [event["target_type"] for event in pending],
+        "target_ids": [event["target_id"] for event in pending],
+        # As the JSON column would store them (its default serialiser is json.dumps).
+        "details_json": [json.dumps(event["details"]) for event in pending],
+        "body_heads": [head for head, _ in halves],
+        "body_tails": [tail for _, tail in halves],
+    }
+
+
+# Every transaction that audits runs these (provisioner/prepared.py says why they are
+# prepared): on SQLite the head's read and the insert, on PostgreSQL `audit_append`.
 _INSERT = Prepared(insert(AuditEvent.__table__))  # type: ignore[arg-type]
 _LAST_HASH = Prepared(select(AuditEvent.hash).order_by(AuditEvent.id.desc()).limit(1))
-_LOCKED_HEAD = Prepared(
-    select(func.audit_chain_head(bindparam("lock_id", type_=BigInteger), type_=String))
+_TEXTS = ARRAY(Text)
+_APPEND = Prepared(
+    select(
+        func.audit_append(
+            bindparam("lock_id", type_=BigInteger),
+            bindparam("occurred", type_=ARRAY(DateTime(timezone=True))),
+            bindparam("actors", type_=_TEXTS),
+            bindparam("actions", type_=_TEXTS),
+            bindparam("target_types", type_=_TEXTS),
+            bindparam("target_ids", type_=_TEXTS),
+            bindparam("details_json", type_=_TEXTS),
+            bindparam("body_heads", type_=_TEXTS),
+            bindparam("body_tails", type_=_TEXTS),
+            type_=String,
+        )
+    )
 )
 
 
