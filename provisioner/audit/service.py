@@ -144,33 +144,23 @@ def _chain_on_commit(session: Session) -> None:
     prev = last[0][0] if last else GENESIS
     for event in pending:
         event["prev_hash"] = prev
-        event["hash"] = prev = event_digest(
-            prev_hash=prev,
-            occurred_at=event["occurred_at"],
-            actor=event["actor"],
-            action=event["action"],
-            target_type=event["target_type"],
-            target_id=event["target_id"],
-            details=event["details"],
-        )
+        event["hash"] = prev = event_digest(prev_hash=prev, **_content(event))
     # One executemany in chain order (ids ascend with it), not an ORM flush per event:
     # nothing reads an event back in the transaction that wrote it.
     _INSERT.run(connection, pending)
 
 
+def _content(event: dict[str, Any]) -> dict[str, Any]:
+    """What a pending event's hash covers, besides the previous hash."""
+    return {key: event[key] for key in _CONTENT}
+
+
+_CONTENT = ("occurred_at", "actor", "action", "target_type", "target_id", "details")
+
+
 def _append_arguments(pending: list[dict[str, Any]]) -> dict[str, Any]:
     """`audit_append`'s arrays: one element per event, in chain order."""
-    halves = [
-        body_around_prev(
-            occurred_at=event["occurred_at"],
-            actor=event["actor"],
-            action=event["action"],
-            target_type=event["target_type"],
-            target_id=event["target_id"],
-            details=event["details"],
-        )
-        for event in pending
-    ]
+    halves = [body_around_prev(**_content(event)) for event in pending]
     return {
         "lock_id": _CHAIN_LOCK,
         "occurred": [event["occurred_at"] for event in pending],

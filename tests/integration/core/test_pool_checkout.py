@@ -79,7 +79,6 @@ async def test_a_connection_the_server_dropped_is_replaced_at_checkout(
         await connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": first})
     second = await backend_pid(db)  # no error reaches the caller
     assert second != first
-    assert await backend_state(admin, first) is None
 
 
 async def test_a_checkout_that_runs_nothing_leaves_no_transaction_open(
