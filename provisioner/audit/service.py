@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from provisioner.audit.models import AuditEvent
 from provisioner.db import utcnow
-from provisioner.prepared import Prepared
+from provisioner.prepared import Prepared, write_deferred
 from provisioner.redaction import redact
 
 GENESIS = "0" * 64
@@ -134,12 +134,14 @@ def _chain_on_commit(session: Session) -> None:
     """
     pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
     if not pending:
-        return
+        return  # rows deferred in the transaction go with prepared.py's own hook
     session.flush()  # the transaction's own rows first: the chain lock is its last lock
     connection = session.connection()  # plain rows from here: no ORM, no result objects
     if connection.dialect.name == "postgresql":
-        _APPEND.run(connection, _append_arguments(pending))
+        # With the transaction's deferred inserts, in one round trip (prepared.py).
+        write_deferred(session, last=(_APPEND, _append_arguments(pending)))
         return
+    write_deferred(session)
     last = _LAST_HASH.run(connection, None).rows
     prev = last[0][0] if last else GENESIS
     for event in pending:
@@ -202,7 +204,9 @@ def _forget_pending(session: Session, *_: Any) -> None:
     session.info.pop(_PENDING, None)
 
 
-orm_event.listen(Session, "before_commit", _chain_on_commit)
+# Before prepared.py's own commit hook (`insert=True`), so that the deferred inserts travel
+# with `audit_append`.
+orm_event.listen(Session, "before_commit", _chain_on_commit, insert=True)
 orm_event.listen(Session, "after_rollback", _forget_pending)
 
 

@@ -70,7 +70,7 @@ async def queue_deliveries(
     return deliveries
 
 
-async def queue_new_meeting_deliveries(
+def queue_new_meeting_deliveries(
     session: AsyncSession,
     *,
     meeting_id: str,
@@ -81,7 +81,8 @@ async def queue_new_meeting_deliveries(
     method: Method,
 ) -> dict[str | None, str]:
     """`queue_deliveries` for a meeting stored just now (nothing to supersede), whose
-    invitee rows are already written: one Core `executemany`, no ORM objects or flush.
+    invitee rows are queued before these: no ORM objects or flush, and the rows are
+    written when the transaction commits (`Prepared.defer`: nothing reads them before).
 
     Returns the new deliveries' status by invitee id (`None` for the host's).
     """
@@ -107,7 +108,7 @@ async def queue_new_meeting_deliveries(
         }
         for invitee_id, role, channel, email, name in recipients
     ]
-    await _INSERT_DELIVERY(session, rows)
+    _INSERT_DELIVERY.defer(session, rows)
     status: dict[str | None, str] = {None: DeliveryStatus.PENDING}
     status.update((invitee.id, DeliveryStatus.PENDING) for invitee in invitees)
     return status

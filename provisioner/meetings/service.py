@@ -227,22 +227,25 @@ async def provision_meeting(
     )
 
     async def insert_provisioning(session: AsyncSession) -> None:
-        await _INSERT_MEETING(  # nothing reads this row back in this transaction
+        # Nothing reads or refers to this row before the commit: it goes with it.
+        _INSERT_MEETING.defer(
             session,
-            {
-                "id": meeting_id,
-                "host_subject": requester.subject,
-                "host_email": requester.email,
-                "host_name": requester.name,
-                "topic": request.topic,
-                "provider": provider.name,
-                "state": MeetingState.PROVISIONING,
-                "starts_at": request.start,
-                "ends_at": request.start + duration,
-                "timezone": request.timezone,
-                "settings": settings_to_json(policy.settings),
-                "ics_uid": f"{meeting_id}@provisioner",
-            },
+            [
+                {
+                    "id": meeting_id,
+                    "host_subject": requester.subject,
+                    "host_email": requester.email,
+                    "host_name": requester.name,
+                    "topic": request.topic,
+                    "provider": provider.name,
+                    "state": MeetingState.PROVISIONING,
+                    "starts_at": request.start,
+                    "ends_at": request.start + duration,
+                    "timezone": request.timezone,
+                    "settings": settings_to_json(policy.settings),
+                    "ics_uid": f"{meeting_id}@provisioner",
+                },
+            ],
         )
         await record_event(
             session,
@@ -409,11 +412,10 @@ async def store_verified(
                     "join_secret": seal_join(cipher, join, table="invitees", row_id=invitee_id),
                 }
             )
-        if invitee_rows:
-            await _INSERT_INVITEE(session, invitee_rows)  # one executemany
+        # Written at the commit, with the deliveries that refer to them (prepared.py).
+        _INSERT_INVITEE.defer(session, invitee_rows)
         invitees = [Invitee(**row) for row in invitee_rows]
-        # Deliveries refer to the invitees, written just above.
-        delivery_status = await queue_new_meeting_deliveries(
+        delivery_status = queue_new_meeting_deliveries(
             session,
             meeting_id=meeting.id,
             host_email=meeting.host_email,

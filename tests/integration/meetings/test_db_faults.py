@@ -144,7 +144,7 @@ async def terminate(engine: AsyncEngine, pids: set[int]) -> int:
 
 
 def drop_inside_final_transaction(state: AppState, admin_engine: AsyncEngine | None) -> list[str]:
-    """Kill the request's own connection just before it inserts the invitees (once).
+    """Kill the request's own connection just before it writes the invitees (once).
 
     The hook runs inside SQLAlchemy's greenlet, so `await_only` can wait for the kill
     without blocking the event loop. Returns a list that records the drop.
@@ -153,7 +153,9 @@ def drop_inside_final_transaction(state: AppState, admin_engine: AsyncEngine | N
 
     @event.listens_for(state.db.engine.sync_engine, "before_cursor_execute")
     def kill(conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        if dropped or not statement.lstrip().upper().startswith("INSERT INTO INVITEES"):
+        # On PostgreSQL the invitees go in one statement with the deliveries and the
+        # audit events (`Prepared.defer`): a WITH whose first part inserts them.
+        if dropped or "INSERT INTO INVITEES" not in statement.upper():
             return
         driver = conn.connection.driver_connection
         if admin_engine is None:  # SQLite: close the connection under the transaction
