@@ -11,14 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import event, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from provisioner.audit.models import AuditEvent
 from provisioner.audit.service import record_event, verify_chain
 from provisioner.delivery.models import Delivery
 from provisioner.meetings.models import Invitee, Meeting
-from provisioner.prepared import Prepared
+from provisioner.prepared import Prepared, write_deferred
 from provisioner.state import AppState
 from tests.integration.core.test_prepared import meeting_row, stored
 
@@ -127,6 +127,33 @@ async def test_written_at_commit_with_the_audit_events_in_one_statement(
     ]
     assert deliveries[0].next_attempt_at.tzinfo is not None and deliveries[0].notice is None
     assert [e.action for e in events] == ["x"] and report.ok
+
+
+async def test_the_last_statement_runs_after_the_deferred_rows(state: AppState) -> None:
+    """`last` (on PostgreSQL the audit chain's lock and append) runs once every deferred row
+    is written: its locks come after theirs, in the merged statement too. On PostgreSQL the
+    probe is a VOLATILE function, as `audit_append` is: its queries see what the statement
+    wrote before it ran (a plain subquery would read the statement's own snapshot)."""
+    postgres = state.db.engine.dialect.name == "postgresql"
+    async with state.db.session() as session:
+        await INSERT_MEETING(session, meeting_row("m"))
+    async with state.db.session() as session:
+        if postgres:
+            await session.execute(
+                text(
+                    "CREATE FUNCTION pg_temp.invitees_seen() RETURNS bigint LANGUAGE plpgsql "
+                    "VOLATILE AS $$ BEGIN RETURN (SELECT count(*) FROM invitees); END $$"
+                )
+            )
+            probe = Prepared(select(func.pg_temp.invitees_seen()))
+        else:
+            probe = Prepared(select(func.count()).select_from(Invitee))
+        INSERT_INVITEE.defer(session, [invitee_row("i1", "m")])
+        INSERT_INVITEE.defer(
+            session, [invitee_row("i2", "m") | {"position": 1, "email": "ben@example.com"}]
+        )
+        outcome = await session.run_sync(lambda sync: write_deferred(sync, last=(probe, {})))
+    assert outcome is not None and [tuple(row) for row in outcome.rows] == [(2,)]
 
 
 async def test_without_audit_events_they_are_still_written(state: AppState) -> None:
