@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Insert, Table, TypeDecorator, event
+from sqlalchemy import JSON, Connection, Dialect, Insert, Table, TypeDecorator, event
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -128,9 +128,15 @@ class Prepared:
         Only for rows nothing reads or refers to before the commit: statements later in
         the transaction do not see them, and they are written after its ORM changes (and
         not in a savepoint: they belong to the whole transaction, as audit events do).
+        PostgreSQL checks the foreign keys of the merged statement's rows at its end, after
+        `audit_append` took the chain lock: defer only rows whose parent rows this
+        transaction wrote or holds locked already, so those checks never wait.
         """
-        if self._inserted is None:
+        table = self._inserted
+        if table is None:
             raise TypeError("only an INSERT without RETURNING can be deferred")
+        for row in rows:
+            _check_deferrable(table, row)
         if rows:
             session.sync_session.info.setdefault(_DEFERRED, []).append((self, list(rows)))
 
@@ -222,8 +228,9 @@ def write_deferred(
     (a SELECT of one value, if given) and return what it returned.
 
     With asyncpg that is one statement: each queued INSERT becomes a data-modifying CTE
-    reading its rows from one `jsonb` parameter, and `last` is evaluated only once every
-    CTE has run (it reads their row counts first), so its locks still come after theirs.
+    reading its rows from one `json` parameter, and `last` is a subquery correlated with
+    the CTEs' row counts, so it runs only once every row is inserted (their foreign keys
+    are checked at the statement's end, see `Prepared.defer`).
     """
     deferred: Deferred = session.info.pop(_DEFERRED, [])
     connection = session.connection()
@@ -240,7 +247,7 @@ def _merged(
     dialect = connection.dialect
     final = last[0]._compile(dialect, frozenset(last[1])) if last is not None else None
     values: list[Any] = list(final.values(last[1])) if final and last else []
-    first = len(values) + 1  # the jsonb parameters follow `last`'s own
+    first = len(values) + 1  # the rows' json parameters follow `last`'s own
     values += [
         json.dumps([_json_row(statement, row, dialect) for row in rows])
         for statement, rows in deferred
@@ -262,20 +269,27 @@ _MERGED: dict[tuple[tuple[Table, ...], str | None], str] = {}
 def _merged_sql(
     dialect: Dialect, tables: tuple[Table, ...], first: int, final: _Compiled | None
 ) -> str:
-    """`WITH d0 AS (INSERT ... RETURNING 1), ... SELECT (final) FROM (SELECT count(*) FROM
-    d0) AS n0, ...`: the counts are computed before the select list, so `final` runs last.
-    Identifiers come from our table metadata, quoted by the dialect; values are bound."""
+    """`WITH d0 AS (INSERT ... RETURNING 1), ... SELECT (SELECT * FROM (final) AS f WHERE
+    n0.rows >= 0 ...) FROM (SELECT count(*) AS rows FROM d0) AS n0, ...`: `final` depends on
+    every count, so it cannot run before the inserts. `json`, not `jsonb`: JSON columns keep
+    the text a normal insert stores (key order, number spelling). Identifiers come from our
+    table metadata, quoted by the dialect; values are bound."""
     quote = dialect.identifier_preparer.quote
-    ctes, counts = [], []
+    ctes, counts, after = [], [], []
     for index, table in enumerate(tables):
         columns = ", ".join(quote(column.name) for column in table.columns)
         name = quote(table.name)
         ctes.append(
             f"d{index} AS (INSERT INTO {name} ({columns}) SELECT {columns} "  # noqa: S608
-            f"FROM jsonb_populate_recordset(NULL::{name}, ${first + index}::jsonb) RETURNING 1)"
+            f"FROM json_populate_recordset(NULL::{name}, ${first + index}::json) RETURNING 1)"
         )
-        counts.append(f"(SELECT count(*) FROM d{index}) AS n{index}")  # noqa: S608
-    selected = f"({final.sql})" if final is not None else "1"
+        counts.append(f"(SELECT count(*) AS rows FROM d{index}) AS n{index}")  # noqa: S608
+        after.append(f"n{index}.rows >= 0")
+    selected = (
+        f"(SELECT * FROM ({final.sql}) AS f WHERE {' AND '.join(after)})"  # noqa: S608
+        if final is not None
+        else "1"
+    )
     return f"WITH {', '.join(ctes)} SELECT {selected} FROM {', '.join(counts)}"  # noqa: S608
 
 
@@ -285,19 +299,33 @@ def _table(statement: Prepared) -> Table:
     return table
 
 
+def _check_deferrable(table: Table, row: Params) -> None:
+    """Refuse what the merged statement would store differently from an insert: an
+    unknown key (an insert fails to compile), None in a JSON column (an insert stores JSON
+    null, the recordset SQL NULL)."""
+    unknown = set(row) - set(table.columns.keys())
+    if unknown:
+        raise TypeError(f"{table.name}: no such columns: {', '.join(sorted(unknown))}")
+    for key, value in row.items():
+        column_type = table.columns[key].type
+        if value is None and isinstance(column_type, JSON) and not column_type.none_as_null:
+            raise TypeError(f"{table.name}.{key}: None in a JSON column cannot be deferred")
+
+
 def _json_row(statement: Prepared, row: Params, dialect: Dialect) -> dict[str, Any]:
-    """One row as `jsonb_populate_recordset` reads it: every column, Python-side defaults
+    """One row as `json_populate_recordset` reads it: every column, Python-side defaults
     filled in as SQLAlchemy would, values in PostgreSQL's text forms (JSON columns nested)."""
     out: dict[str, Any] = {}
     for column in _table(statement).columns:
+        default = column.default
         if column.key in row:
             value = row[column.key]
-        elif column.default is not None and column.default.is_callable:
-            value = column.default.arg(None)  # type: ignore[attr-defined]
-        elif column.default is not None and column.default.is_scalar:
-            value = column.default.arg  # type: ignore[attr-defined]
-        elif column.server_default is not None:
-            raise TypeError(f"{column}: a deferred insert cannot leave out a server default")
+        elif default is not None and default.is_callable:
+            value = default.arg(None)  # type: ignore[attr-defined]
+        elif default is not None and default.is_scalar:
+            value = default.arg  # type: ignore[attr-defined]
+        elif default is not None or column.server_default is not None:
+            raise TypeError(f"{column}: a deferred insert cannot leave out a SQL default")
         else:
             value = None
         column_type = column.type
@@ -313,15 +341,19 @@ def _json_row(statement: Prepared, row: Params, dialect: Dialect) -> dict[str, A
 
 def _write_on_commit(session: Session) -> None:
     """What is still queued when nothing else took it (the audit chain's own commit hook
-    runs first and takes it along with `audit_append`)."""
-    if session.info.get(_DEFERRED):
+    runs first and takes it along with `audit_append`). Not when a savepoint is released:
+    the rows belong to the whole transaction."""
+    if session.info.get(_DEFERRED) and not session.in_nested_transaction():
         session.flush()
         write_deferred(session)
 
 
-def _forget(session: Session, *_: Any) -> None:
-    session.info.pop(_DEFERRED, None)
+def _forget(session: Session, transaction: SessionTransaction) -> None:
+    """A transaction that ended without writing its rows (rolled back) drops them, so the
+    session's next transaction does not write them. A savepoint's end is not the end."""
+    if transaction.parent is None:
+        session.info.pop(_DEFERRED, None)
 
 
 event.listen(Session, "before_commit", _write_on_commit)
-event.listen(Session, "after_rollback", _forget)
+event.listen(Session, "after_transaction_end", _forget)

@@ -19,7 +19,7 @@ from sqlalchemy import BigInteger, DateTime, String, Text, bindparam, func, inse
 from sqlalchemy import event as orm_event
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, SessionTransaction
 
 from provisioner.audit.models import AuditEvent
 from provisioner.db import utcnow
@@ -132,6 +132,8 @@ def _chain_on_commit(session: Session) -> None:
     head is read and the hashes computed here. Either way ids are assigned inside the
     lock, so id order is chain order.
     """
+    if session.in_nested_transaction():
+        return  # a savepoint released: the events belong to the whole transaction
     pending: list[dict[str, Any]] = session.info.pop(_PENDING, [])
     if not pending:
         return  # rows deferred in the transaction go with prepared.py's own hook
@@ -200,14 +202,17 @@ _APPEND = Prepared(
 )
 
 
-def _forget_pending(session: Session, *_: Any) -> None:
-    session.info.pop(_PENDING, None)
+def _forget_pending(session: Session, transaction: SessionTransaction) -> None:
+    """Events of a transaction that ended without them (rolled back) are dropped; a
+    savepoint's end is not the transaction's (a savepoint rolled back keeps them)."""
+    if transaction.parent is None:
+        session.info.pop(_PENDING, None)
 
 
 # Before prepared.py's own commit hook (`insert=True`), so that the deferred inserts travel
 # with `audit_append`.
 orm_event.listen(Session, "before_commit", _chain_on_commit, insert=True)
-orm_event.listen(Session, "after_rollback", _forget_pending)
+orm_event.listen(Session, "after_transaction_end", _forget_pending)
 
 
 async def list_events(

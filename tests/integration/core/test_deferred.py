@@ -81,6 +81,11 @@ async def test_deferred_rows_match_what_an_insert_stores(state: AppState) -> Non
     assert stored(deferred) == stored(direct)
     assert deferred.settings == {"waiting_room": True, "nested": {"list": [1, 2]}}
     assert deferred.starts_at.tzinfo is not None and deferred.created_at.tzinfo is not None
+    async with state.db.session() as session:
+        texts = (await session.execute(text("SELECT id, settings FROM meetings ORDER BY id"))).all()
+    # The stored JSON text itself: key order and number spelling as an insert writes them.
+    assert [settings for _, settings in texts] == [texts[0][1]] * 2
+    assert str(texts[0][1]).index("waiting_room") < str(texts[0][1]).index("nested")
 
 
 async def test_written_at_commit_with_the_audit_events_in_one_statement(
@@ -165,15 +170,35 @@ async def test_without_audit_events_they_are_still_written(state: AppState) -> N
 
 
 async def test_a_rollback_writes_nothing_and_forgets_them(state: AppState) -> None:
-    with pytest.raises(RuntimeError):
-        async with state.db.session() as session:
-            INSERT_MEETING.defer(session, [meeting_row("gone")])
-            raise RuntimeError("the request failed")
+    """The same session, after a rollback, commits again: the dropped rows stay dropped."""
+    async with state.db.sessions() as session:
+        await session.execute(text("SELECT 1"))  # a transaction under way
+        INSERT_MEETING.defer(session, [meeting_row("gone")])
+        await record_event(session, actor="a", action="lost", target_type="meeting", target_id="g")
+        await session.rollback()
+        INSERT_MEETING.defer(session, [meeting_row("kept")])
+        await record_event(session, actor="a", action="kept", target_type="meeting", target_id="k")
+        await session.commit()
     async with state.db.session() as session:
-        assert await session.get(Meeting, "gone") is None
-        await record_event(session, actor="a", action="y", target_type="meeting", target_id="x")
+        ids = (await session.scalars(select(Meeting.id))).all()
+        actions = (await session.scalars(select(AuditEvent.action))).all()
+    assert (ids, actions) == (["kept"], ["kept"])
+
+
+async def test_a_savepoint_neither_writes_nor_drops_them(state: AppState) -> None:
+    """Released or rolled back, a savepoint is not the end of the transaction: the rows and
+    events are written once, at the real commit."""
     async with state.db.session() as session:
-        assert await session.get(Meeting, "gone") is None
+        INSERT_MEETING.defer(session, [meeting_row("outer")])
+        await record_event(session, actor="a", action="outer", target_type="meeting", target_id="o")
+        async with session.begin_nested():
+            pass  # released
+        nested = await session.begin_nested()
+        await nested.rollback()
+        assert await session.get(Meeting, "outer") is None  # not yet written
+    async with state.db.session() as session:
+        assert await session.get(Meeting, "outer") is not None
+        assert (await session.scalars(select(AuditEvent.action))).all() == ["outer"]
 
 
 async def test_a_failing_deferred_insert_fails_the_commit(state: AppState) -> None:
@@ -186,6 +211,18 @@ async def test_a_failing_deferred_insert_fails_the_commit(state: AppState) -> No
     async with state.db.session() as session:
         actions = (await session.scalars(select(AuditEvent.action))).all()
     assert "z" not in actions  # the events went down with the rows
+
+
+async def test_rows_it_cannot_store_faithfully_are_refused(state: AppState) -> None:
+    """An unknown column, or None in a JSON column (an insert stores JSON null, the
+    recordset SQL NULL): refused when deferred, nothing written."""
+    for row in (meeting_row("x") | {"colour": "red"}, meeting_row("y") | {"settings": None}):
+        with pytest.raises(TypeError):
+            async with state.db.session() as session:
+                INSERT_MEETING.defer(session, [row])
+                await record_event(session, actor="a", action="b", target_type="c", target_id="d")
+    async with state.db.session() as session:
+        assert (await session.scalars(select(Meeting.id))).all() == []
 
 
 def test_only_plain_inserts_can_be_deferred() -> None:
