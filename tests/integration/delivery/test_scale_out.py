@@ -101,7 +101,12 @@ class TestTwoWorkerProcesses:
                     headers=host_headers,
                 )
                 assert response.status_code == 201
-        config = write_config(tmp_path / "worker.toml", settings, jitsi_config)
+        # A lease shorter than the wait: a worker that stalls mid-batch has its rows taken
+        # over by the other, which is what the lease is for, within the 120 s (seen once on
+        # a loaded machine: one row unsent when the 120 s, also the default lease, ran out,
+        # and a worker's connection idle in a transaction for 100 s). "Exactly once" below
+        # still holds: `_still_ours` renews the lease before each send.
+        config = write_config(tmp_path / "worker.toml", settings, jitsi_config, lease_seconds=15.0)
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVISIONER_")}
         env["PROVISIONER_CONFIG"] = str(config)
         workers = [
