@@ -249,11 +249,11 @@ def _merged(
     final = last[0]._compile(dialect, frozenset(last[1])) if last is not None else None
     values: list[Any] = list(final.values(last[1])) if final and last else []
     first = len(values) + 1  # the rows' json parameters follow `last`'s own
-    values += [
-        json.dumps([_json_row(statement, row, dialect) for row in rows])
-        for statement, rows in deferred
-    ]
     tables = tuple(_table(statement) for statement, _ in deferred)
+    values += [
+        json.dumps([_json_row(table, row, dialect) for row in rows])
+        for table, (_, rows) in zip(tables, deferred, strict=True)
+    ]
     key = (tables, final.sql if final else None)
     sql = _MERGED.get(key)
     if sql is None:
@@ -313,11 +313,11 @@ def _check_deferrable(table: Table, row: Params) -> None:
             raise TypeError(f"{table.name}.{key}: None in a JSON column cannot be deferred")
 
 
-def _json_row(statement: Prepared, row: Params, dialect: Dialect) -> dict[str, Any]:
+def _json_row(table: Table, row: Params, dialect: Dialect) -> dict[str, Any]:
     """One row as `json_populate_recordset` reads it: every column, Python-side defaults
     filled in as SQLAlchemy would, values in PostgreSQL's text forms (JSON columns nested)."""
     out: dict[str, Any] = {}
-    for column in _table(statement).columns:
+    for column in table.columns:
         default = column.default
         if column.key in row:
             value = row[column.key]

@@ -1,9 +1,10 @@
 """`Prepared.defer`: rows written at the commit store exactly what an insert would.
 
 On PostgreSQL the deferred inserts and the audit chain's `audit_append` travel as one
-statement (rows as `jsonb`), so what the normal path did must still hold: the same stored
-values (JSON, UTC timestamps, Python-side defaults, NULLs), foreign keys between the
-deferred rows, a rollback that writes nothing, and a chain that still verifies.
+statement (one `json` parameter of rows per table), so what the normal path did must still
+hold: the same stored values (JSON, UTC timestamps, Python-side defaults, NULLs), foreign
+keys between the deferred rows, a rollback that writes nothing, and a chain that still
+verifies.
 """
 
 from __future__ import annotations
