@@ -61,7 +61,9 @@ class Base(DeclarativeBase):
 def create_engine(settings: DatabaseSettings) -> AsyncEngine:
     """Build the engine with the pool and pragmas that suit the backend."""
     url = make_url(settings.url)
-    kwargs: dict[str, Any] = {"echo": settings.echo}
+    # hide_parameters: a database error's text (logged with its traceback) names the
+    # statement, never its values -- emails, sealed join details, a response body.
+    kwargs: dict[str, Any] = {"echo": settings.echo, "hide_parameters": True}
     if url.get_backend_name() == "sqlite":
         if url.database and url.database != ":memory:":
             Path(url.database).parent.mkdir(parents=True, exist_ok=True)

@@ -117,6 +117,22 @@ async def test_errors_arrive_wrapped_and_the_transaction_rolls_back(state: AppSt
         assert await session.get(Meeting, "twice") is None
 
 
+async def test_database_errors_do_not_carry_the_parameters(state: AppState) -> None:
+    """The error text is logged with the traceback of a 500: the statement, not the values
+    (an email here; sealed join details or a response body elsewhere)."""
+    row = meeting_row("twice") | {"host_email": "secret-host@example.com"}
+    for run in (
+        lambda session: Prepared(insert(Meeting))(session, row),
+        lambda session: session.execute(insert(Meeting), row),
+    ):
+        with pytest.raises(IntegrityError) as caught:
+            async with state.db.session() as session:
+                await Prepared(insert(Meeting))(session, meeting_row("twice"))
+                await run(session)
+        assert "secret-host@example.com" not in str(caught.value)
+        assert "hidden due to hide_parameters" in str(caught.value)
+
+
 async def test_cursor_events_fire(state: AppState) -> None:
     seen: list[tuple[str, bool]] = []
 
