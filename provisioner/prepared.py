@@ -22,12 +22,24 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Connection, Dialect, Insert, Table, TypeDecorator, event
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Delete,
+    Dialect,
+    Insert,
+    Table,
+    TypeDecorator,
+    Update,
+    event,
+    literal_column,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.sql import ClauseElement
@@ -48,6 +60,33 @@ class Outcome:
     def mappings(self) -> list[dict[str, Any]]:
         """The rows as column-name -> value dicts."""
         return [dict(zip(self.keys, row, strict=True)) for row in self.rows]
+
+
+class Later:
+    """What a deferred statement (`Prepared.defer_statement`) returned, known once its
+    transaction has committed."""
+
+    __slots__ = ("_outcome",)
+
+    def __init__(self) -> None:
+        self._outcome: Outcome | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        if self._outcome is None:
+            raise LookupError("the deferred statement has not been written (no commit yet)")
+        return self._outcome
+
+
+class DeferredMismatch(LookupError):  # noqa: N818 (a LookupError, named for what happened)
+    """A deferred statement changed another number of rows than it expected: the commit
+    failed, and the transaction was rolled back."""
+
+    def __init__(self, later: Later, table: str, *, expected: int, changed: int) -> None:
+        super().__init__(f"{table}: the deferred statement changed {changed} rows, not {expected}")
+        self.later = later
+        self.expected = expected
+        self.changed = changed
 
 
 @dataclass(frozen=True)
@@ -91,6 +130,7 @@ class Prepared:
     def __init__(self, statement: ClauseElement) -> None:
         self._statement = statement
         self._compiled: dict[tuple[str, frozenset[str]], _Compiled] = {}
+        self._counted: Prepared | None = None  # the same with RETURNING 1 (`_returning`)
 
     async def __call__(
         self, session: AsyncSession, params: Params | Sequence[Params] | None = None
@@ -139,7 +179,44 @@ class Prepared:
         for row in rows:
             _check_deferrable(table, row)
         if rows:
-            session.sync_session.info.setdefault(_DEFERRED, []).append((self, list(rows)))
+            session.sync_session.info.setdefault(_DEFERRED, []).append(_Queued(self, list(rows)))
+
+    def defer_statement(
+        self, session: AsyncSession, params: Params, *, expect: int | None = None
+    ) -> Later:
+        """Queue this statement (one parameter set) to run when `session`'s transaction
+        commits, in the same statement as the deferred inserts and `audit_append` on
+        PostgreSQL (`defer` says why and what that asks of the rows).
+
+        For an UPDATE, DELETE or INSERT whose outcome nobody needs before the commit (an
+        idempotency key's claim or completion). It may return one column (its values
+        come back unprocessed: an id, say). `expect`: the rows it must change; any other
+        count fails the commit with `DeferredMismatch` (the transaction rolls back).
+        On PostgreSQL it runs in the same snapshot as the other deferred statements: it
+        must not depend on their rows (only on rows written before).
+        """
+        if not isinstance(self._statement, Insert | Update | Delete):
+            raise TypeError("only an INSERT, UPDATE or DELETE can be deferred")
+        dialect = session.sync_session.get_bind().dialect
+        compiled = self._returning()._compile(dialect, frozenset(params))
+        if len(compiled.result_keys) > 1 or compiled.result_processors is not None:
+            raise TypeError("a deferred statement returns at most one unprocessed column")
+        later = Later()
+        session.sync_session.info.setdefault(_DEFERRED, []).append(
+            _Queued(self, [params], later, expect)
+        )
+        return later
+
+    def _returning(self) -> Prepared:
+        """This statement, or (without RETURNING) the same with `RETURNING 1`: a CTE's
+        rows are counted from what it returns."""
+        statement = self._statement
+        assert isinstance(statement, Insert | Update | Delete)  # noqa: S101 (checked)
+        if statement._returning:
+            return self
+        if self._counted is None:
+            self._counted = Prepared(statement.returning(literal_column("1")))
+        return self._counted
 
     @property
     def _inserted(self) -> Table | None:
@@ -149,6 +226,11 @@ class Prepared:
             table = statement.table
             return table if isinstance(table, Table) else None
         return None
+
+    @property
+    def _returns(self) -> bool:
+        """Whether this statement has a RETURNING clause of its own."""
+        return bool(getattr(self._statement, "_returning", ()))
 
     def _compile(self, dialect: Dialect, keys: frozenset[str]) -> _Compiled:
         cached = self._compiled.get((dialect.name, keys))
@@ -219,79 +301,156 @@ def _execute(
 
 
 _DEFERRED = "provisioner.prepared.deferred"
-Deferred = list[tuple[Prepared, list[Params]]]
+
+
+@dataclass(frozen=True)
+class _Queued:
+    """One deferred write: `rows` of a plain INSERT (`later` None), or one statement."""
+
+    statement: Prepared
+    rows: list[Params]
+    later: Later | None = None
+    expect: int | None = None
+
+    def settle(self, outcome: Outcome) -> None:
+        """Hand the statement's outcome to its `Later`; a count it did not expect fails."""
+        assert self.later is not None  # noqa: S101 (statements only)
+        self.later._outcome = outcome
+        if self.expect is not None and outcome.rowcount != self.expect:
+            table = getattr(self.statement._statement, "table", None)
+            raise DeferredMismatch(
+                self.later,
+                getattr(table, "name", "?"),
+                expected=self.expect,
+                changed=outcome.rowcount,
+            )
 
 
 def write_deferred(
     session: Session, *, last: tuple[Prepared, Params] | None = None
 ) -> Outcome | None:
-    """Write the rows `Prepared.defer` queued in `session`'s transaction, then run `last`
-    (a SELECT of one value, if given) and return what it returned.
+    """Write what `Prepared.defer` and `defer_statement` queued in `session`'s
+    transaction, in order, then run `last` (a SELECT of one value, if given) and return
+    what it returned.
 
     With asyncpg that is one statement: each queued INSERT becomes a data-modifying CTE
-    reading its rows from one `json` parameter, and `last` is a subquery correlated with
-    the CTEs' row counts, so it runs only once every row is inserted (their foreign keys
-    are checked at the statement's end, see `Prepared.defer`).
+    reading its rows from one `json` parameter, each queued statement a CTE of its own,
+    and `last` is a subquery correlated with the CTEs' row counts, so it runs only once
+    every row is written (their foreign keys are checked at the statement's end, see
+    `Prepared.defer`). A statement that changed another number of rows than it expected
+    raises `DeferredMismatch`.
     """
-    deferred: Deferred = session.info.pop(_DEFERRED, [])
+    queued: list[_Queued] = session.info.pop(_DEFERRED, [])
     connection = session.connection()
-    if deferred and connection.dialect.paramstyle == "numeric_dollar":
-        return _merged(connection, deferred, last)
-    for statement, rows in deferred:
-        statement.run(connection, rows)
+    if queued and connection.dialect.paramstyle == "numeric_dollar":
+        return _merged(connection, queued, last)
+    for item in queued:
+        if item.later is None:
+            item.statement.run(connection, item.rows)
+            continue
+        outcome = item.statement.run(connection, item.rows[0])
+        if outcome.keys:  # RETURNING: count what came back (sqlite3's rowcount may not)
+            outcome = Outcome(outcome.rows, len(outcome.rows), outcome.keys)
+        item.settle(outcome)
     return last[0].run(connection, last[1]) if last is not None else None
 
 
 def _merged(
-    connection: Connection, deferred: Deferred, last: tuple[Prepared, Params] | None
+    connection: Connection, queued: list[_Queued], last: tuple[Prepared, Params] | None
 ) -> Outcome | None:
     dialect = connection.dialect
     final = last[0]._compile(dialect, frozenset(last[1])) if last is not None else None
     values: list[Any] = list(final.values(last[1])) if final and last else []
-    first = len(values) + 1  # the rows' json parameters follow `last`'s own
-    tables = tuple(_table(statement) for statement, _ in deferred)
-    values += [
-        json.dumps([_json_row(table, row, dialect) for row in rows])
-        for table, (_, rows) in zip(tables, deferred, strict=True)
-    ]
-    key = (tables, final.sql if final else None)
+    parts: list[_Part] = []
+    for item in queued:
+        if item.later is None:
+            table = _table(item.statement)
+            values.append(json.dumps([_json_row(table, row, dialect) for row in item.rows]))
+            parts.append(table)
+        else:
+            compiled = item.statement._returning()._compile(dialect, frozenset(item.rows[0]))
+            parts.append((compiled.sql, len(compiled.names), bool(item.statement._returns)))
+            values.extend(compiled.values(item.rows[0]))
+    key = (tuple(parts), final.sql if final else None)
     sql = _MERGED.get(key)
     if sql is None:
-        sql = _MERGED[key] = _merged_sql(dialect, tables, first, final)
-    keys, processors = (final.result_keys, final.result_processors) if final else ((), None)
-    compiled = _Compiled(sql, (), {}, {}, {}, keys, processors)
+        sql = _MERGED[key] = _merged_sql(dialect, parts, len(final.names) if final else 0, final)
+    statements = [item for item in queued if item.later is not None]
+    keys, processors = (final.result_keys, final.result_processors) if final else (("_",), None)
+    extra = ("rows", "vals") * len(statements)
+    compiled = _Compiled(
+        sql,
+        (),
+        {},
+        {},
+        {},
+        (*keys, *extra),
+        (*processors, *(None,) * len(extra)) if processors else None,
+    )
     outcome = _execute(connection, compiled, tuple(values), many=False)
-    return outcome if final is not None else None
-
-
-_MERGED: dict[tuple[tuple[Table, ...], str | None], str] = {}
-
-
-def _merged_sql(
-    dialect: Dialect, tables: tuple[Table, ...], first: int, final: _Compiled | None
-) -> str:
-    """`WITH d0 AS (INSERT ... RETURNING 1), ... SELECT (SELECT * FROM (final) AS f WHERE
-    n0.rows >= 0 ...) FROM (SELECT count(*) AS rows FROM d0) AS n0, ...`: `final` depends on
-    every count, so it cannot run before the inserts. `json`, not `jsonb`: JSON columns keep
-    the text a normal insert stores (key order, number spelling). Identifiers come from our
-    table metadata, quoted by the dialect; values are bound."""
-    quote = dialect.identifier_preparer.quote
-    ctes, counts, after = [], [], []
-    for index, table in enumerate(tables):
-        columns = ", ".join(quote(column.name) for column in table.columns)
-        name = quote(table.name)
-        ctes.append(
-            f"d{index} AS (INSERT INTO {name} ({columns}) SELECT {columns} "  # noqa: S608
-            f"FROM json_populate_recordset(NULL::{name}, ${first + index}::json) RETURNING 1)"
+    (row,) = outcome.rows
+    for index, item in enumerate(statements):
+        rows, returned = row[1 + 2 * index], row[2 + 2 * index]
+        own = item.statement._returning()._compile(dialect, frozenset(item.rows[0]))
+        item.settle(
+            Outcome([(value,) for value in returned or ()], rows, own.result_keys)
+            if item.statement._returns
+            else Outcome([], rows)
         )
-        counts.append(f"(SELECT count(*) AS rows FROM d{index}) AS n{index}")  # noqa: S608
+    return Outcome([row[:1]], 1, keys) if final is not None else None
+
+
+# A plain INSERT's table, or a statement's SQL, number of parameters and whether it
+# returns a column of its own.
+_Part = Table | tuple[str, int, bool]
+_MERGED: dict[tuple[tuple[_Part, ...], str | None], str] = {}
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+def _merged_sql(dialect: Dialect, parts: list[_Part], taken: int, final: _Compiled | None) -> str:
+    """`WITH d0 AS (INSERT ... RETURNING 1), d1 AS (UPDATE ... RETURNING 1) ... SELECT
+    (SELECT * FROM (final) AS f WHERE n0.rows >= 0 ...), n1.rows, n1.vals FROM (SELECT
+    count(*) AS rows FROM d0) AS n0, ...`: `final` depends on every count, so it cannot
+    run before the writes. `json`, not `jsonb`: JSON columns keep the text a normal insert
+    stores (key order, number spelling). A statement's placeholders are renumbered after
+    the ones before it (`taken`: `final`'s own). Identifiers come from our table metadata,
+    quoted by the dialect; values are bound."""
+    quote = dialect.identifier_preparer.quote
+    ctes, counts, after, extra = [], [], [], []
+    for index, part in enumerate(parts):
+        if isinstance(part, Table):
+            taken += 1
+            columns = ", ".join(quote(column.name) for column in part.columns)
+            name = quote(part.name)
+            ctes.append(
+                f"d{index} AS (INSERT INTO {name} ({columns}) SELECT {columns} "  # noqa: S608
+                f"FROM json_populate_recordset(NULL::{name}, ${taken}::json) RETURNING 1)"
+            )
+            counts.append(f"(SELECT count(*) AS rows FROM d{index}) AS n{index}")  # noqa: S608
+        else:
+            sql, parameters, returns = part
+            ctes.append(f"d{index} AS ({_renumbered(sql, taken)})")
+            taken += parameters
+            counts.append(
+                f"(SELECT count(*) AS rows, "  # noqa: S608
+                f"{'array_agg(r.v)' if returns else 'NULL'} AS vals "
+                f"FROM d{index} AS r(v)) AS n{index}"
+            )
+            extra.append(f"n{index}.rows, n{index}.vals")
         after.append(f"n{index}.rows >= 0")
     selected = (
         f"(SELECT * FROM ({final.sql}) AS f WHERE {' AND '.join(after)})"  # noqa: S608
         if final is not None
         else "1"
     )
-    return f"WITH {', '.join(ctes)} SELECT {selected} FROM {', '.join(counts)}"  # noqa: S608
+    columns = ", ".join((selected, *extra))
+    return f"WITH {', '.join(ctes)} SELECT {columns} FROM {', '.join(counts)}"  # noqa: S608
+
+
+def _renumbered(sql: str, offset: int) -> str:
+    """`sql`'s placeholders ($1, $2...) moved up by `offset`. Our compiled SQL has no
+    literals (every value is bound), so a `$` followed by digits is a placeholder."""
+    return _PLACEHOLDER.sub(lambda match: f"${int(match[1]) + offset}", sql)
 
 
 def _table(statement: Prepared) -> Table:

@@ -29,7 +29,7 @@ from provisioner.crypto import FieldCipher
 from provisioner.db import Database, utcnow
 from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
 from provisioner.idempotency.models import IdempotencyKey, KeyState
-from provisioner.prepared import Prepared
+from provisioner.prepared import DeferredMismatch, Later, Prepared
 from provisioner.settings import IdempotencySettings
 
 _POLL_SECONDS = 0.05
@@ -74,13 +74,19 @@ async def claim_key(
 ) -> Claimed | Replay:
     """Claim `key` for `scope`, or return the stored response of the request that did.
 
-    `then` runs in the claim's own transaction once the key is ours (the caller's first
-    rows, committed with the claim -- still before any provider is called).
+    `then` runs in the claim's own transaction (the caller's first rows, committed with
+    the claim -- still before any provider is called). The claim is written at that
+    commit: if the key turns out to exist, `then`'s rows roll back and it may run again
+    in a later attempt, so it must only write in the transaction it is given.
 
     Raises:
         IdempotencyKeyReused: the key was used with a different body.
         IdempotencyKeyInFlight: the first request is still running after `wait_seconds`.
     """
+    row = _claim_row(scope, key, fingerprint, meeting_id, settings)
+    first = await _claim_at_commit(db, row, then)
+    if first is not None:
+        return first
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.wait_seconds
     while True:
@@ -91,9 +97,8 @@ async def claim_key(
                     scope=scope,
                     key=key,
                     fingerprint=fingerprint,
-                    meeting_id=meeting_id,
                     cipher=cipher,
-                    settings=settings,
+                    row=_claim_row(scope, key, fingerprint, meeting_id, settings),
                 )
                 if isinstance(outcome, Claimed) and then is not None:
                     await then(session)
@@ -108,18 +113,37 @@ async def claim_key(
         await asyncio.sleep(_POLL_SECONDS)
 
 
-async def _try_claim(
-    session: AsyncSession,
-    *,
-    scope: str,
-    key: str,
-    fingerprint: str,
-    meeting_id: str,
-    cipher: FieldCipher,
-    settings: IdempotencySettings,
-) -> Claimed | Replay | None:
+async def _claim_at_commit(
+    db: Database,
+    row: dict[str, Any],
+    then: Callable[[AsyncSession], Awaitable[None]] | None,
+) -> Claimed | None:
+    """A new key -- nearly every request -- claimed at the commit of `then`'s own rows:
+    on PostgreSQL in their statement (`Prepared.defer_statement`), one round trip fewer
+    than claiming first. None when the key exists: that transaction rolled back, `then`'s
+    rows with it, and the caller looks the key up."""
+    later: Later | None = None
+    try:
+        async with db.session() as session:
+            claim = _CLAIM[session.sync_session.get_bind().dialect.name]
+            later = claim.defer_statement(session, row, expect=1)
+            if then is not None:
+                await then(session)
+    except DeferredMismatch as mismatch:
+        if mismatch.later is not later:
+            raise
+        return None
+    except IntegrityError:
+        return None  # another request inserted it first (SQLite's plain insert race)
+    assert later is not None  # noqa: S101 (set before the commit that filled it)
+    return Claimed(key_id=int(later.outcome.rows[0][0]))
+
+
+def _claim_row(
+    scope: str, key: str, fingerprint: str, meeting_id: str, settings: IdempotencySettings
+) -> dict[str, Any]:
     now = utcnow()
-    row = {
+    return {
         "scope": scope,
         "key": key,
         "request_hash": fingerprint,
@@ -128,8 +152,20 @@ async def _try_claim(
         "created_at": now,
         "expires_at": now + timedelta(hours=settings.retention_hours),
     }
-    # A new key -- nearly every request -- is claimed by the insert alone; only a key that
-    # exists already is looked up (and, if it expired, replaced).
+
+
+async def _try_claim(
+    session: AsyncSession,
+    *,
+    scope: str,
+    key: str,
+    fingerprint: str,
+    cipher: FieldCipher,
+    row: dict[str, Any],
+) -> Claimed | Replay | None:
+    now = row["created_at"]
+    # Claimed by the insert when the key is new (gone since the first attempt looked);
+    # otherwise looked up, and replaced if it expired.
     claimed = (await _CLAIM[session.get_bind().dialect.name](session, row)).rows
     if claimed:
         return Claimed(key_id=int(claimed[0][0]))
@@ -185,7 +221,7 @@ _CLAIM = {
 }
 
 
-async def complete_key(
+def complete_key(
     session: AsyncSession,
     claim: Claimed,
     *,
@@ -197,7 +233,9 @@ async def complete_key(
 
     The body holds the host's join details, so it is encrypted like any other secret.
     """
-    result = await _COMPLETE(
+    # Written at the commit (on PostgreSQL with the transaction's last statement); a key
+    # that vanished meanwhile fails the commit: `DeferredMismatch`, a LookupError.
+    _COMPLETE.defer_statement(
         session,
         {
             "key_id": claim.key_id,
@@ -205,9 +243,8 @@ async def complete_key(
             "new_status": status,
             "new_secret": cipher.encrypt(json.dumps(body), context=_context(claim.key_id)),
         },
+        expect=1,
     )
-    if result.rowcount != 1:
-        raise LookupError(f"idempotency claim {claim.key_id} vanished")
 
 
 _COMPLETE = Prepared(  # every create runs it (provisioner/prepared.py says why)

@@ -460,7 +460,7 @@ async def store_verified(
             delivery_status=delivery_status,
         )
         if claim is not None:
-            await complete_key(session, claim, status=201, body=body, cipher=cipher)
+            complete_key(session, claim, status=201, body=body, cipher=cipher)
     return body
 
 

@@ -9,17 +9,22 @@ verifies.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, insert, select, text, update
+from sqlalchemy import String, bindparam, event, func, insert, select, text, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from provisioner.audit.models import AuditEvent
 from provisioner.audit.service import record_event, verify_chain
+from provisioner.db import UTCDateTime, utcnow
 from provisioner.delivery.models import Delivery
+from provisioner.idempotency.models import IdempotencyKey
 from provisioner.meetings.models import Invitee, Meeting
-from provisioner.prepared import Prepared, write_deferred
+from provisioner.prepared import DeferredMismatch, Later, Prepared, write_deferred
 from provisioner.state import AppState
 from tests.integration.core.test_prepared import meeting_row, stored
 
@@ -231,3 +236,152 @@ def test_only_plain_inserts_can_be_deferred() -> None:
         Prepared(update(Meeting)).defer(None, [{}])  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         Prepared(insert(Meeting).returning(Meeting.id)).defer(None, [{}])  # type: ignore[arg-type]
+
+
+# `defer_statement`: one statement (an UPDATE, or an INSERT returning its id) written at the
+# commit, on PostgreSQL inside the merged statement, its placeholders renumbered after the
+# others'.
+RENAME = Prepared(
+    update(Meeting)
+    .where(Meeting.id == bindparam("meeting_id"), Meeting.state == bindparam("expected_state"))
+    .values(topic=bindparam("new_topic"), timezone=bindparam("new_timezone"))
+)
+CLAIM_NAME = Prepared(
+    insert(IdempotencyKey)
+    .from_select(  # placeholders inside a subquery: renumbered too
+        ["scope", "key", "request_hash", "state", "created_at", "expires_at"],
+        select(
+            bindparam("scope", type_=String),
+            bindparam("key", type_=String),
+            bindparam("hash", type_=String),
+            bindparam("state", type_=String),
+            bindparam("at", type_=UTCDateTime),
+            bindparam("until", type_=UTCDateTime),
+        ),
+    )
+    .returning(IdempotencyKey.id)
+)
+
+
+def claim_params(key: str) -> dict[str, Any]:
+    now = utcnow()
+    return {
+        "scope": "s",
+        "key": key,
+        "hash": "h",
+        "state": "in_flight",
+        "at": now,
+        "until": now + timedelta(hours=1),
+    }
+
+
+async def test_deferred_statements_run_at_the_commit_with_the_rows_and_events(
+    state: AppState,
+) -> None:
+    """Two statements with several parameters each, between deferred rows and before the
+    audit events: every value lands in its own column, each `Later` holds its outcome,
+    and on PostgreSQL it all went in one statement."""
+    async with state.db.session() as session:
+        await INSERT_MEETING(session, meeting_row("m"))
+    with Statements(state) as seen:
+        async with state.db.session() as session:
+            INSERT_INVITEE.defer(session, [invitee_row("i", "m")])
+            renamed = RENAME.defer_statement(
+                session,
+                {
+                    "meeting_id": "m",
+                    "expected_state": "provisioning",
+                    "new_topic": "Renamed",
+                    "new_timezone": "Asia/Tokyo",
+                },
+                expect=1,
+            )
+            claimed = CLAIM_NAME.defer_statement(session, claim_params("k1"), expect=1)
+            INSERT_DELIVERY.defer(session, [delivery_row("d", "m", "i")])
+            with pytest.raises(LookupError):
+                _ = renamed.outcome  # not before the commit
+            await record_event(session, actor="a", action="x", target_type="meeting", target_id="m")
+    if state.db.engine.dialect.name == "postgresql":
+        (merged,) = [s for s in seen if "audit_append" in s]
+        assert "UPDATE meetings" in merged and "INSERT INTO idempotency_keys" in merged
+        assert not [s for s in seen if s.lstrip().upper().startswith(("UPDATE", "INSERT"))]
+    assert (renamed.outcome.rowcount, renamed.outcome.rows) == (1, [])
+    (key_id,) = claimed.outcome.rows[0]
+    async with state.db.session() as session:
+        meeting = await session.get(Meeting, "m")
+        key = await session.get(IdempotencyKey, key_id)
+        delivery = await session.get(Delivery, "d")
+        report = await verify_chain(session)
+    assert meeting is not None and (meeting.topic, meeting.timezone) == ("Renamed", "Asia/Tokyo")
+    assert meeting.updated_at >= meeting.created_at  # the onupdate value was filled in
+    assert key is not None and (key.scope, key.key, key.request_hash) == ("s", "k1", "h")
+    assert key.expires_at > key.created_at and key.expires_at.tzinfo is not None
+    assert delivery is not None and delivery.invitee_id == "i" and report.ok
+
+
+async def test_an_unexpected_count_fails_the_commit_and_writes_nothing(state: AppState) -> None:
+    """An UPDATE that found no row (`expect=1`): `DeferredMismatch` names it, and the
+    rows, the other statements and the audit events of that transaction are rolled back."""
+    async with state.db.session() as session:
+        await INSERT_MEETING(session, meeting_row("m"))
+    later: Later | None = None
+    with pytest.raises(DeferredMismatch) as caught:
+        async with state.db.session() as session:
+            INSERT_MEETING.defer(session, [meeting_row("new")])
+            CLAIM_NAME.defer_statement(session, claim_params("k"), expect=1)
+            later = RENAME.defer_statement(
+                session,
+                {
+                    "meeting_id": "m",
+                    "expected_state": "failed",  # it is provisioning: no row changes
+                    "new_topic": "x",
+                    "new_timezone": "UTC",
+                },
+                expect=1,
+            )
+            await record_event(session, actor="a", action="y", target_type="meeting", target_id="m")
+    assert caught.value.later is later
+    assert (caught.value.expected, caught.value.changed) == (1, 0)
+    assert "meetings" in str(caught.value)
+    async with state.db.session() as session:
+        assert (await session.scalars(select(Meeting.id))).all() == ["m"]
+        assert (await session.scalars(select(IdempotencyKey.id))).all() == []
+        assert (await session.scalars(select(AuditEvent.id))).all() == []
+
+
+async def test_a_deferred_insert_returns_nothing_on_conflict(state: AppState) -> None:
+    """`ON CONFLICT DO NOTHING RETURNING id` without `expect`: no row, no id, the rest of
+    the transaction committed."""
+    claim = Prepared(
+        sqlite_insert(IdempotencyKey)
+        if state.db.engine.dialect.name == "sqlite"
+        else postgresql_insert(IdempotencyKey)
+    )
+    statement = Prepared(
+        claim._statement.on_conflict_do_nothing(  # type: ignore[attr-defined]
+            index_elements=["scope", "key"]
+        ).returning(IdempotencyKey.id)
+    )
+    row = {
+        "scope": "s",
+        "key": "k",
+        "request_hash": "h",
+        "state": "in_flight",
+        "created_at": utcnow(),
+        "expires_at": utcnow(),
+    }
+    async with state.db.session() as session:
+        first = statement.defer_statement(session, row)
+    async with state.db.session() as session:
+        again = statement.defer_statement(session, row)
+        INSERT_MEETING.defer(session, [meeting_row("kept")])
+        await record_event(session, actor="a", action="z", target_type="meeting", target_id="k")
+    assert first.outcome.rowcount == 1 and len(first.outcome.rows) == 1
+    assert (again.outcome.rowcount, again.outcome.rows) == (0, [])
+    async with state.db.session() as session:
+        assert await session.get(Meeting, "kept") is not None
+
+
+def test_only_writes_returning_at_most_one_plain_column_can_be_deferred() -> None:
+    with pytest.raises(TypeError):
+        Prepared(select(Meeting.id)).defer_statement(None, {})  # type: ignore[arg-type]

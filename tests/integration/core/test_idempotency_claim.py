@@ -39,7 +39,7 @@ async def test_a_new_key_is_claimed_and_a_completed_one_replays(state: AppState)
     first = await claim(state, "key-a", "body-1")
     assert isinstance(first, Claimed)
     async with state.db.session() as session:
-        await complete_key(session, first, status=201, body={"id": "m-1"}, cipher=CIPHER)
+        complete_key(session, first, status=201, body={"id": "m-1"}, cipher=CIPHER)
 
     again = await claim(state, "key-a", "body-1")
 
