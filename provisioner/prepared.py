@@ -369,7 +369,7 @@ def _merged(
             parts.append(table)
         else:
             compiled = item.statement._returning()._compile(dialect, frozenset(item.rows[0]))
-            parts.append((compiled.sql, len(compiled.names), bool(item.statement._returns)))
+            parts.append((compiled.sql, len(compiled.names), item.statement._returns))
             values.extend(compiled.values(item.rows[0]))
     key = (tuple(parts), final.sql if final else None)
     sql = _MERGED.get(key)
