@@ -8,6 +8,7 @@ nothing.
 from __future__ import annotations
 
 import base64
+import logging
 import os
 import secrets
 import shutil
@@ -52,6 +53,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = 1
         if reporter:
             reporter.write_line(f"CI=true: {skipped} test(s) skipped; failing the run", red=True)
+
+
+@pytest.fixture(autouse=True)
+def _drop_closed_log_handlers() -> Iterator[None]:
+    """A test that runs the CLI configures logging on the stream it was given (CliRunner's
+    or pytest's capture), which is closed once the test ends; the root logger would keep
+    writing there, and every later test's log line (aiosmtpd's, say) print "Logging
+    error". Only handlers whose stream is closed are removed."""
+    yield
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        stream = getattr(handler, "stream", None)
+        if isinstance(handler, logging.StreamHandler) and getattr(stream, "closed", False):
+            root.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
