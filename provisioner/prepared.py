@@ -362,6 +362,7 @@ def _merged(
     final = last[0]._compile(dialect, frozenset(last[1])) if last is not None else None
     values: list[Any] = list(final.values(last[1])) if final and last else []
     parts: list[_Part] = []
+    statements: list[tuple[_Queued, _Compiled]] = []
     for item in queued:
         if item.later is None:
             table = _table(item.statement)
@@ -371,11 +372,11 @@ def _merged(
             compiled = item.statement._returning()._compile(dialect, frozenset(item.rows[0]))
             parts.append((compiled.sql, len(compiled.names), item.statement._returns))
             values.extend(compiled.values(item.rows[0]))
+            statements.append((item, compiled))
     key = (tuple(parts), final.sql if final else None)
     sql = _MERGED.get(key)
     if sql is None:
         sql = _MERGED[key] = _merged_sql(dialect, parts, len(final.names) if final else 0, final)
-    statements = [item for item in queued if item.later is not None]
     keys, processors = (final.result_keys, final.result_processors) if final else (("_",), None)
     extra = ("rows", "vals") * len(statements)
     compiled = _Compiled(
@@ -389,9 +390,8 @@ def _merged(
     )
     outcome = _execute(connection, compiled, tuple(values), many=False)
     (row,) = outcome.rows
-    for index, item in enumerate(statements):
+    for index, (item, own) in enumerate(statements):
         rows, returned = row[1 + 2 * index], row[2 + 2 * index]
-        own = item.statement._returning()._compile(dialect, frozenset(item.rows[0]))
         item.settle(
             Outcome([(value,) for value in returned or ()], rows, own.result_keys)
             if item.statement._returns

@@ -352,15 +352,11 @@ async def test_an_unexpected_count_fails_the_commit_and_writes_nothing(state: Ap
 async def test_a_deferred_insert_returns_nothing_on_conflict(state: AppState) -> None:
     """`ON CONFLICT DO NOTHING RETURNING id` without `expect`: no row, no id, the rest of
     the transaction committed."""
-    claim = Prepared(
-        sqlite_insert(IdempotencyKey)
-        if state.db.engine.dialect.name == "sqlite"
-        else postgresql_insert(IdempotencyKey)
-    )
+    upsert = sqlite_insert if state.db.engine.dialect.name == "sqlite" else postgresql_insert
     statement = Prepared(
-        claim._statement.on_conflict_do_nothing(  # type: ignore[attr-defined]
-            index_elements=["scope", "key"]
-        ).returning(IdempotencyKey.id)
+        upsert(IdempotencyKey)
+        .on_conflict_do_nothing(index_elements=["scope", "key"])
+        .returning(IdempotencyKey.id)
     )
     row = {
         "scope": "s",
@@ -382,6 +378,24 @@ async def test_a_deferred_insert_returns_nothing_on_conflict(state: AppState) ->
         assert await session.get(Meeting, "kept") is not None
 
 
-def test_only_writes_returning_at_most_one_plain_column_can_be_deferred() -> None:
+async def test_only_writes_returning_at_most_one_plain_column_can_be_deferred(
+    state: AppState,
+) -> None:
+    """A SELECT, two returned columns, or one that needs processing (a UTC timestamp made
+    aware): refused when deferred, so nothing is queued."""
     with pytest.raises(TypeError):
         Prepared(select(Meeting.id)).defer_statement(None, {})  # type: ignore[arg-type]
+    params = {"meeting_id": "m", "expected_state": "provisioning", "new_topic": "t"}
+    for returned in ((Meeting.id, Meeting.topic), (Meeting.updated_at,)):
+        statement = Prepared(
+            update(Meeting)
+            .where(
+                Meeting.id == bindparam("meeting_id"), Meeting.state == bindparam("expected_state")
+            )
+            .values(topic=bindparam("new_topic"))
+            .returning(*returned)
+        )
+        async with state.db.session() as session:
+            with pytest.raises(TypeError):
+                statement.defer_statement(session, params)
+            assert not session.sync_session.info.get("provisioner.prepared.deferred")
