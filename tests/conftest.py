@@ -79,7 +79,9 @@ def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    url = os.environ[PG_ENV]
+    url = os.environ.get(PG_ENV)
+    if not url:  # a laptop without PostgreSQL; under CI=true the skip fails the run
+        pytest.skip(f"{PG_ENV} is not set")
     import asyncio
 
     async def reset() -> None:
