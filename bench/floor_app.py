@@ -6,8 +6,9 @@ settings and the registrants read back at once), overlapped as ours overlaps the
 through the same kind of client (`httpx.AsyncClient` on the transport
 `provisioner.providers.http.provider_transport` builds), then one database insert through
 the same engine set-up (`provisioner.db.create_engine`: on SQLite, one pooled connection).
-No auth, no policy, no idempotency, no audit, no encryption: what ours spends beyond this
-is our overhead.
+It runs with the garbage-collector settings ours runs with (`provisioner.heap.settle`),
+so that neither side's figures carry a runtime difference. No auth, no policy, no
+idempotency, no audit, no encryption: what ours spends beyond this is our overhead.
 
 Run: `python -m bench.floor_app --port 8902 --provider-url http://127.0.0.1:8901
 --database-url sqlite+aiosqlite:///floor.db` (binds 127.0.0.1 only).
@@ -27,6 +28,7 @@ from fastapi import FastAPI
 from sqlalchemy import JSON, String, insert
 from sqlalchemy.orm import Mapped, mapped_column
 
+from provisioner import heap
 from provisioner.db import Base, Database, create_engine
 from provisioner.providers.http import default_timeout, provider_transport
 from provisioner.providers.overlap import all_of
@@ -59,6 +61,7 @@ def create_floor(provider_url: str, database_url: str) -> FastAPI:
         token = (await client.post("/oauth/token")).json()["access_token"]
         client.headers["Authorization"] = f"Bearer {token}"  # cached, as ours caches it
         holder.update(client=client, db=db)
+        heap.settle()  # the collector settings `provisioner serve` uses: the same runtime
         yield
         await client.aclose()
         await db.dispose()

@@ -18,7 +18,7 @@ import structlog
 from fastapi import FastAPI
 from fastapi.routing import APIRoute
 
-from provisioner import health, web
+from provisioner import health, heap, web
 from provisioner.actions import routes as action_routes
 from provisioner.actions.service import HostActionLinks
 from provisioner.actions.tokens import ActionLinkSigner
@@ -140,9 +140,17 @@ async def close_state(state: AppState) -> None:
 
 
 def create_app(
-    settings: Settings, *, state: AppState | None = None, run_worker: bool | None = None
+    settings: Settings,
+    *,
+    state: AppState | None = None,
+    run_worker: bool | None = None,
+    settle_heap: bool = False,
 ) -> FastAPI:
-    """The application. Pass `state` to share one (tests, the demo); else it is built here."""
+    """The application. Pass `state` to share one (tests, the demo); else it is built here.
+
+    `settle_heap=True` (what `provisioner serve` passes) tunes the garbage collector once
+    the lifespan has started (`provisioner.heap`); never in a process that builds many apps.
+    """
     embedded_worker = settings.worker.embedded if run_worker is None else run_worker
 
     @asynccontextmanager
@@ -189,7 +197,10 @@ def create_app(
                 app_state.secrets.watch(stop, providers=app_state.providers)
             )
         log.info(
-            "app.started", providers=sorted(app_state.providers), embedded_worker=embedded_worker
+            "app.started",
+            providers=sorted(app_state.providers),
+            embedded_worker=embedded_worker,
+            heap_frozen=heap.settle() if settle_heap else None,
         )
         try:
             yield

@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from provisioner import heap
 from provisioner.logs import configure_logging
 from provisioner.meetings.commands import meetings_app
 from provisioner.secrets.commands import secrets_app
@@ -75,7 +76,7 @@ def serve(
         upgrade_db(settings.database.url)
     # access_log=False: ours is `http.request.completed` (middleware.py), without the query.
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, settle_heap=True),
         host=host,
         port=port,
         log_config=None,
@@ -139,6 +140,7 @@ def worker(
         ]
         if watcher is not None:
             loops.append(watcher.run(stop))
+        heap.settle()  # started: what is built now lives as long as the process
         try:
             await asyncio.gather(*loops)
         finally:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -196,6 +197,8 @@ class TestApiKilledMidProvisioning:
                     log_events=["meeting.orphan_deleted", "meeting.provisioned"],
                 )
                 assert found.sent == RECIPIENTS
+                # `serve` runs with the server's collector settings (provisioner.heap).
+                assert re.search(r'"heap_frozen": [1-9]', logs_of(children))
             finally:
                 await close_state(state)
 
