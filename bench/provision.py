@@ -13,8 +13,11 @@ Targets: p50 overhead at most 5 ms (judged at concurrency 1, where latency is no
 queueing), throughput at least 70% of the floor at concurrency 64. Every server shares the
 machine's cores with the load generator (and with whatever else runs): read the ratios.
 
+Each cell alternates floor and ours `BENCH_ROUNDS` times (default 3) and pools the rounds,
+so that a slow spell of the shared VM falls on both sides of the ratio.
+
 Run: `make bench` (or `.venv/bin/python -m bench.provision`); `BENCH_SECONDS` sets the
-seconds per measurement (default 5), `BENCH_LATENCIES` and `BENCH_CONCURRENCY` pick cells
+seconds per turn (default 3), `BENCH_LATENCIES` and `BENCH_CONCURRENCY` pick cells
 (comma-separated; defaults `0,200` and `1,16,64`), `BENCH_MODES` the databases (default
 `sqlite,postgresql`). On PostgreSQL, ours and the floor each get a scratch database on
 `BENCH_DATABASE_URL`'s server, created for the run and dropped after it (the database the
@@ -45,7 +48,8 @@ from provisioner.auth.local_issuer import LocalIssuer
 
 LATENCIES_MS = tuple(int(ms) for ms in os.environ.get("BENCH_LATENCIES", "0,200").split(","))
 CONCURRENCY = tuple(int(c) for c in os.environ.get("BENCH_CONCURRENCY", "1,16,64").split(","))
-SECONDS = float(os.environ.get("BENCH_SECONDS", "5"))
+SECONDS = float(os.environ.get("BENCH_SECONDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 MODES = tuple(os.environ.get("BENCH_MODES", "sqlite,postgresql").split(","))
 OVERHEAD_TARGET_MS = 5.0
 RATIO_TARGET = 0.70
@@ -60,6 +64,18 @@ class Result:
     seconds: float
     latencies_ms: tuple[float, ...]
     cpu_seconds: float | None = None  # the server process's CPU time over the cell
+
+    @classmethod
+    def pooled(cls, rounds: list[Result]) -> Result:
+        """Several rounds of one cell as one measurement: every request and second counts."""
+        cpu = [r.cpu_seconds for r in rounds]
+        return cls(
+            requests=sum(r.requests for r in rounds),
+            errors=sum(r.errors for r in rounds),
+            seconds=sum(r.seconds for r in rounds),
+            latencies_ms=tuple(ms for r in rounds for ms in r.latencies_ms),
+            cpu_seconds=None if None in cpu else sum(c for c in cpu if c is not None),
+        )
 
     @property
     def cpu_ms(self) -> float:
@@ -211,8 +227,14 @@ async def measure(mode: str, ours: Target, floor: Target, provider_url: str) -> 
                 # provider round trips, ~0.6 s at 200 ms): give it 6x the time, ~50
                 # requests each, so the p50 difference is not two medians of 16 apart.
                 seconds = SECONDS * (6 if latency and c == 1 else 1)
-                floor_result = await load(floor, concurrency=c, seconds=seconds)
-                ours_result = await load(ours, concurrency=c, seconds=seconds)
+                # Floor and ours take turns, ROUNDS times: a neighbour slowing the VM for a
+                # few seconds then slows both alike, where one long turn each would put
+                # it all on one side of the ratio.
+                floors, ours_rounds = [], []
+                for _ in range(ROUNDS):
+                    floors.append(await load(floor, concurrency=c, seconds=seconds))
+                    ours_rounds.append(await load(ours, concurrency=c, seconds=seconds))
+                floor_result, ours_result = Result.pooled(floors), Result.pooled(ours_rounds)
                 results.append((mode, latency, c, ours_result, floor_result))
                 print(row(mode, latency, c, ours_result, floor_result), flush=True)
     return results
@@ -304,7 +326,8 @@ def main() -> None:
     )
     print(
         f"\nProvisioning: POST /api/v1/meetings (Zoom simulator, 1 invitee, fresh "
-        f"Idempotency-Key each) vs the floor, {SECONDS:.0f} s per cell, "
+        f"Idempotency-Key each) vs the floor, {ROUNDS} alternating turns of {SECONDS:.0f} s "
+        "each per cell, "
         f"{os.cpu_count()} cores shared by simulator, app, floor and load generator"
     )
     print(
