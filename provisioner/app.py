@@ -196,11 +196,12 @@ def create_app(
             secrets_task = asyncio.create_task(
                 app_state.secrets.watch(stop, providers=app_state.providers)
             )
+        frozen = heap.settle() if settle_heap else None  # last: start-up is over
         log.info(
             "app.started",
             providers=sorted(app_state.providers),
             embedded_worker=embedded_worker,
-            heap_frozen=heap.settle() if settle_heap else None,
+            heap_frozen=frozen,
         )
         try:
             yield
