@@ -46,6 +46,7 @@ def test_cyclic_garbage_made_after_settle_is_still_collected_without_asking() ->
     watched = weakref.ref(first)
     del first, second
     assert watched() is not None  # a cycle: reference counting alone cannot free it
-    kept: list[list[None]] = [[] for _ in range(3 * heap.YOUNG_THRESHOLD)]  # net allocations, kept alive
+    # Net allocations count towards the threshold only while alive: keep them.
+    kept: list[list[None]] = [[] for _ in range(3 * heap.YOUNG_THRESHOLD)]
     assert watched() is None
     assert len(kept) == 3 * heap.YOUNG_THRESHOLD
