@@ -472,22 +472,37 @@ def _check_deferrable(table: Table, row: Params) -> None:
             raise TypeError(f"{table.name}.{key}: None in a JSON column cannot be deferred")
 
 
+def with_defaults(table: Table, row: Params) -> dict[str, Any]:
+    """`row` with every column of `table`: those it leaves out get their Python-side
+    default as SQLAlchemy's insert would fill it (None where there is none). What the
+    insert stores, so a caller can keep the row instead of reading it back.
+
+    Raises:
+        TypeError: a left-out column has a SQL-side default (its value is the server's).
+    """
+    out = dict(row)
+    for column in table.columns:
+        if column.key in out:
+            continue
+        default = column.default
+        if default is not None and default.is_callable:
+            out[column.key] = default.arg(None)  # type: ignore[attr-defined]
+        elif default is not None and default.is_scalar:
+            out[column.key] = default.arg  # type: ignore[attr-defined]
+        elif default is not None or column.server_default is not None:
+            raise TypeError(f"{column}: the row cannot leave out a SQL default")
+        else:
+            out[column.key] = None
+    return out
+
+
 def _json_row(table: Table, row: Params, dialect: Dialect) -> dict[str, Any]:
-    """One row as `json_populate_recordset` reads it: every column, Python-side defaults
-    filled in as SQLAlchemy would, values in PostgreSQL's text forms (JSON columns nested)."""
+    """One row as `json_populate_recordset` reads it: every column (`with_defaults`),
+    values in PostgreSQL's text forms (JSON columns nested)."""
+    full = with_defaults(table, row)
     out: dict[str, Any] = {}
     for column in table.columns:
-        default = column.default
-        if column.key in row:
-            value = row[column.key]
-        elif default is not None and default.is_callable:
-            value = default.arg(None)  # type: ignore[attr-defined]
-        elif default is not None and default.is_scalar:
-            value = default.arg  # type: ignore[attr-defined]
-        elif default is not None or column.server_default is not None:
-            raise TypeError(f"{column}: a deferred insert cannot leave out a SQL default")
-        else:
-            value = None
+        value = full[column.key]
         column_type = column.type
         if isinstance(column_type, TypeDecorator):
             value = column_type.process_bind_param(value, dialect)

@@ -19,8 +19,8 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, NoReturn
 
 import structlog
 from sqlalchemy import Table, and_, bindparam, func, insert, or_, select, update
@@ -62,7 +62,7 @@ from provisioner.policy.document import BriefingAcknowledgementMode, PolicyDocum
 from provisioner.policy.errors import PolicyViolation
 from provisioner.policy.model import Control
 from provisioner.policy.resolve import resolve_policy
-from provisioner.prepared import Prepared
+from provisioner.prepared import DeferredMismatch, Later, Prepared, with_defaults
 from provisioner.providers.base import (
     MeetingProvider,
     MeetingSpec,
@@ -226,27 +226,31 @@ async def provision_meeting(
         settings=policy.settings,
     )
 
+    # Every column, as stored: step 3 builds the response from it instead of reading the
+    # row back (times in UTC, as the column returns them).
+    provisioning_row = with_defaults(
+        _MEETINGS,
+        {
+            "id": meeting_id,
+            "host_subject": requester.subject,
+            "host_email": requester.email,
+            "host_name": requester.name,
+            "topic": request.topic,
+            "provider": provider.name,
+            "state": MeetingState.PROVISIONING,
+            "starts_at": request.start.astimezone(UTC),
+            "ends_at": (request.start + duration).astimezone(UTC),
+            "timezone": request.timezone,
+            "settings": settings_to_json(policy.settings),
+            "ics_uid": f"{meeting_id}@provisioner",
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
+
     async def insert_provisioning(session: AsyncSession) -> None:
         # Nothing reads or refers to this row before the commit: it goes with it.
-        _INSERT_MEETING.defer(
-            session,
-            [
-                {
-                    "id": meeting_id,
-                    "host_subject": requester.subject,
-                    "host_email": requester.email,
-                    "host_name": requester.name,
-                    "topic": request.topic,
-                    "provider": provider.name,
-                    "state": MeetingState.PROVISIONING,
-                    "starts_at": request.start,
-                    "ends_at": request.start + duration,
-                    "timezone": request.timezone,
-                    "settings": settings_to_json(policy.settings),
-                    "ics_uid": f"{meeting_id}@provisioner",
-                },
-            ],
-        )
+        _INSERT_MEETING.defer(session, [provisioning_row])
         await record_event(
             session,
             actor=requester.subject,
@@ -316,6 +320,7 @@ async def provision_meeting(
             not_enforced=not_enforced,
             requester=requester,
             claim=claim,
+            provisioning_row=provisioning_row,
         )
     except BaseException as failure:
         await fail_provisioning(
@@ -349,123 +354,144 @@ async def store_verified(
     requester: Principal,
     claim: Claimed | None,
     reveal_host_join: bool,
+    provisioning_row: Mapping[str, Any] | None = None,
     also: Callable[[AsyncSession, Meeting], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
     """Store the verified meeting, its invitees, deliveries and audit in one transaction.
 
-    `also` runs first inside that transaction: a link rotation retires the meeting it
-    replaces there, so the new meeting is never stored without the old one marked.
+    `provisioning_row` is the meeting's row as step 1 stored it (every column). Or, with
+    `also` instead, the row is locked and loaded, and `also` runs first inside the
+    transaction: a link rotation retires the meeting it replaces there, so the new meeting
+    is never stored without the old one marked.
+
+    Raises:
+        MeetingNotChangeable: the row left `provisioning` meanwhile; nothing was stored.
+        MeetingNotFound: the row is gone.
     """
     cipher = deps.cipher
-    async with deps.db.session() as session:
-        if also is not None:
-            locked = await session.get(Meeting, spec.meeting_id, with_for_update=True)
-            if locked is None:
-                raise MeetingNotFound(spec.meeting_id)
-            if locked.state != MeetingState.PROVISIONING:
-                raise MeetingNotChangeable(locked.id, state=locked.state)
-            await also(session, locked)
-            await session.flush()  # what `also` changed, before the Core statements below
-        # One UPDATE, conditional on the state, instead of loading the row, checking it
-        # and flushing: it locks the row like SELECT ... FOR UPDATE did, and RETURNING
-        # gives the stored row for the response (prepared: every create runs it).
-        stored = (
-            await _MARK_VERIFIED(
+    marked: Later | None = None
+    try:
+        async with deps.db.session() as session:
+            if also is not None:
+                locked = await session.get(Meeting, spec.meeting_id, with_for_update=True)
+                if locked is None:
+                    raise MeetingNotFound(spec.meeting_id)
+                if locked.state != MeetingState.PROVISIONING:
+                    raise MeetingNotChangeable(locked.id, state=locked.state)
+                await also(session, locked)
+                await session.flush()  # what `also` changed, before the deferred statements
+                provisioning_row = {c.key: getattr(locked, c.key) for c in _MEETINGS.columns}
+            if provisioning_row is None:
+                raise TypeError("store_verified needs the provisioning row, or `also`")
+            verified = {
+                "provider_meeting_id": created.provider_meeting_id,
+                "reference": dict(created.reference),
+                "enforced": sorted(enforced),
+                "not_enforced": sorted(not_enforced),
+                "host_join_secret": seal_join(
+                    cipher, created.host, table="meetings", row_id=spec.meeting_id
+                ),
+                "state": MeetingState.VERIFIED,
+                "updated_at": utcnow(),
+            }
+            # Conditional on the state and written at the commit with the rest (on
+            # PostgreSQL in the same statement, prepared.py), so nothing is read back: the
+            # response is the row step 1 stored plus these changes, which is what a
+            # read-back returns. No row changed fails the commit (`DeferredMismatch`).
+            marked = _MARK_VERIFIED.defer_statement(
                 session,
-                {
-                    "meeting_id": spec.meeting_id,
-                    "provisioning": MeetingState.PROVISIONING,
-                    "new_provider_meeting_id": created.provider_meeting_id,
-                    "new_reference": dict(created.reference),
-                    "new_enforced": sorted(enforced),
-                    "new_not_enforced": sorted(not_enforced),
-                    "new_host_join_secret": seal_join(
-                        cipher, created.host, table="meetings", row_id=spec.meeting_id
-                    ),
-                    "new_state": MeetingState.VERIFIED,
+                {"meeting_id": spec.meeting_id, "provisioning": MeetingState.PROVISIONING}
+                | {f"new_{key}": value for key, value in verified.items()},
+                expect=1,
+            )
+            # A detached copy for the response (never added to the session).
+            meeting = Meeting(**(dict(provisioning_row) | verified))
+            invitee_rows: list[dict[str, Any]] = []
+            for position, person in enumerate(spec.invitees):
+                invitee_id = str(uuid.uuid4())
+                join = created.join_for(person.email)
+                invitee_rows.append(
+                    {
+                        "id": invitee_id,
+                        "meeting_id": meeting.id,
+                        "position": position,
+                        "email": person.email,
+                        "name": person.name,
+                        "personal_link": person.email.lower() in created.personal,
+                        "channel": channel_of.get(person.email, "email"),
+                        "removed_at": None,
+                        "join_secret": seal_join(cipher, join, table="invitees", row_id=invitee_id),
+                    }
+                )
+            # Written at the commit, with the deliveries that refer to them (prepared.py).
+            _INSERT_INVITEE.defer(session, invitee_rows)
+            invitees = [Invitee(**row) for row in invitee_rows]
+            delivery_status = queue_new_meeting_deliveries(
+                session,
+                meeting_id=meeting.id,
+                host_email=meeting.host_email,
+                host_name=meeting.host_name,
+                sequence=meeting.sequence,
+                invitees=invitees,
+                method=Method.REQUEST,
+            )
+            await record_event(
+                session,
+                actor=requester.subject,
+                action="meeting.created",
+                target_type="meeting",
+                target_id=meeting.id,
+                details={
+                    "provider": meeting.provider,
+                    "provider_meeting_id": created.provider_meeting_id,
                 },
             )
-        ).mappings()
-        if not stored:
-            state = await session.scalar(select(Meeting.state).where(Meeting.id == spec.meeting_id))
-            if state is None:
-                raise MeetingNotFound(spec.meeting_id)
-            # Reconciliation gave up on this attempt (and freed its key) while we were at
-            # the provider: storing it now could leave two live meetings for one request.
-            raise MeetingNotChangeable(spec.meeting_id, state=state)
-        # A detached copy for the response (never added to the session).
-        meeting = Meeting(**stored[0])
-        invitee_rows: list[dict[str, Any]] = []
-        for position, person in enumerate(spec.invitees):
-            invitee_id = str(uuid.uuid4())
-            join = created.join_for(person.email)
-            invitee_rows.append(
-                {
-                    "id": invitee_id,
-                    "meeting_id": meeting.id,
-                    "position": position,
-                    "email": person.email,
-                    "name": person.name,
-                    "personal_link": person.email.lower() in created.personal,
-                    "channel": channel_of.get(person.email, "email"),
-                    "removed_at": None,
-                    "join_secret": seal_join(cipher, join, table="invitees", row_id=invitee_id),
-                }
+            await record_event(
+                session,
+                actor="system",
+                action="meeting.verified",
+                target_type="meeting",
+                target_id=meeting.id,
+                details={"enforced": sorted(enforced), "not_enforced": sorted(not_enforced)},
             )
-        # Written at the commit, with the deliveries that refer to them (prepared.py).
-        _INSERT_INVITEE.defer(session, invitee_rows)
-        invitees = [Invitee(**row) for row in invitee_rows]
-        delivery_status = queue_new_meeting_deliveries(
-            session,
-            meeting_id=meeting.id,
-            host_email=meeting.host_email,
-            host_name=meeting.host_name,
-            sequence=meeting.sequence,
-            invitees=invitees,
-            method=Method.REQUEST,
-        )
-        await record_event(
-            session,
-            actor=requester.subject,
-            action="meeting.created",
-            target_type="meeting",
-            target_id=meeting.id,
-            details={
-                "provider": meeting.provider,
-                "provider_meeting_id": created.provider_meeting_id,
-            },
-        )
-        await record_event(
-            session,
-            actor="system",
-            action="meeting.verified",
-            target_type="meeting",
-            target_id=meeting.id,
-            details={"enforced": sorted(enforced), "not_enforced": sorted(not_enforced)},
-        )
-        await record_event(
-            session,
-            actor="system",
-            action="delivery.queued",
-            target_type="meeting",
-            target_id=meeting.id,
-            details={"deliveries": len(delivery_status), "channel": "email"},
-        )
-        # The meeting is new: its invitees are exactly the rows just written (no reload).
-        set_committed_value(meeting, "invitees", invitees)
-        body = meeting_read(
-            meeting,
-            cipher=cipher,
-            include_host_join=reveal_host_join,
-            delivery_status=delivery_status,
-        )
-        if claim is not None:
-            complete_key(session, claim, status=201, body=body, cipher=cipher)
+            await record_event(
+                session,
+                actor="system",
+                action="delivery.queued",
+                target_type="meeting",
+                target_id=meeting.id,
+                details={"deliveries": len(delivery_status), "channel": "email"},
+            )
+            # The meeting is new: its invitees are exactly the rows just written.
+            set_committed_value(meeting, "invitees", invitees)
+            body = meeting_read(
+                meeting,
+                cipher=cipher,
+                include_host_join=reveal_host_join,
+                delivery_status=delivery_status,
+            )
+            if claim is not None:
+                complete_key(session, claim, status=201, body=body, cipher=cipher)
+    except DeferredMismatch as mismatch:
+        if mismatch.later is not marked:
+            raise
+        await _not_stored(deps.db, spec.meeting_id)
     return body
 
 
+async def _not_stored(db: Database, meeting_id: str) -> NoReturn:
+    """Why the conditional UPDATE changed no row (its transaction rolled back)."""
+    async with db.session() as session:
+        state = await session.scalar(select(Meeting.state).where(Meeting.id == meeting_id))
+    if state is None:
+        raise MeetingNotFound(meeting_id)
+    # Reconciliation gave up on this attempt (and freed its key) while we were at the
+    # provider: storing it now could leave two live meetings for one request.
+    raise MeetingNotChangeable(meeting_id, state=state)
+
+
 _MEETINGS: Table = Meeting.__table__  # type: ignore[assignment]
-# Every create runs these two (provisioner/prepared.py says why they are prepared).
+# Every create runs these (provisioner/prepared.py says why they are prepared).
 _INSERT_MEETING = Prepared(insert(_MEETINGS))
 _INSERT_INVITEE = Prepared(insert(Invitee.__table__))  # type: ignore[arg-type]
 _MARK_VERIFIED = Prepared(
@@ -481,8 +507,8 @@ _MARK_VERIFIED = Prepared(
         not_enforced=bindparam("new_not_enforced", type_=_MEETINGS.c.not_enforced.type),
         host_join_secret=bindparam("new_host_join_secret"),
         state=bindparam("new_state"),
+        updated_at=bindparam("new_updated_at", type_=_MEETINGS.c.updated_at.type),
     )
-    .returning(*_MEETINGS.c)
 )
 
 
