@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, Table, bindparam, event, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from provisioner.db import utcnow
 from provisioner.meetings.models import Meeting, MeetingState
-from provisioner.prepared import Prepared
+from provisioner.prepared import Prepared, with_defaults
 from provisioner.state import AppState
 
 START = datetime(2030, 1, 2, 9, 0, tzinfo=UTC)
@@ -148,3 +148,29 @@ async def test_cursor_events_fire(state: AppState) -> None:
     finally:
         event.remove(state.db.engine.sync_engine, "before_cursor_execute", before)
     assert ("INSERT", True) in seen
+
+
+async def test_with_defaults_is_the_row_the_insert_stores(state: AppState) -> None:
+    """What `store_verified` relies on to build its response without a read-back: the
+    columns a create leaves out come back as their defaults filled them."""
+    partial = meeting_row("kept") | {"created_at": START, "updated_at": START}  # not a clock
+    row = with_defaults(Meeting.__table__, partial)  # type: ignore[arg-type]
+    assert set(row) == {c.key for c in Meeting.__table__.columns}
+    async with state.db.session() as session:
+        await Prepared(insert(Meeting))(session, partial)
+    async with state.db.session() as session:
+        back = await session.get(Meeting, "kept")
+    assert back is not None
+    assert {c.key: getattr(back, c.key) for c in Meeting.__table__.columns} == row
+
+
+def test_with_defaults_refuses_to_guess_a_sql_default() -> None:
+    table = Table(
+        "t",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("n", Integer, server_default="0"),
+    )
+    with pytest.raises(TypeError, match="t.n"):
+        with_defaults(table, {"id": 1})
+    assert with_defaults(table, {"id": 1, "n": 5}) == {"id": 1, "n": 5}
