@@ -6,6 +6,7 @@
     ├── MeetingNotFound           (meetings/errors.py)
     ├── IdempotencyKeyReused      (idempotency/errors.py: same key, different body)
     ├── IdempotencyKeyInFlight    (idempotency/errors.py: first request still running)
+    ├── IdempotencyKeyLost        (idempotency/errors.py: the claim vanished mid-request)
     ├── ProviderError             (providers/errors.py: retriable, rejected, auth, not found)
     ├── ChannelError              (delivery/base.py: retriable or rejected)
     └── AuthenticationFailed / PermissionDenied  (auth/errors.py)

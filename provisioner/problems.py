@@ -19,7 +19,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.errors import FieldError, ProvisionerError
-from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
+from provisioner.idempotency.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyLost,
+    IdempotencyKeyReused,
+)
 from provisioner.incidents.errors import (
     EvidenceTampered,
     IncidentNotFound,
@@ -61,6 +65,7 @@ STATUS_BY_ERROR: tuple[tuple[type[ProvisionerError], int], ...] = (
     (InvalidIncident, 422),
     (EvidenceTampered, 500),  # stored data was changed behind our back: an integrity alarm
     (IdempotencyKeyInFlight, 409),
+    (IdempotencyKeyLost, 409),
     (RateLimited, 429),
     (MeetingNotChangeable, 409),
     (IdempotencyKeyReused, 422),

@@ -228,14 +228,17 @@ def complete_key(
     status: int,
     body: dict[str, Any],
     cipher: FieldCipher,
-) -> None:
+) -> Later:
     """Store the response in the caller's transaction (the one that persists the meeting).
 
     The body holds the host's join details, so it is encrypted like any other secret.
+
+    Returns:
+        The deferred UPDATE: written at the commit (on PostgreSQL with the transaction's
+        last statement). A key that vanished meanwhile fails that commit with a
+        `DeferredMismatch` naming this `Later`, so the caller can tell it apart.
     """
-    # Written at the commit (on PostgreSQL with the transaction's last statement); a key
-    # that vanished meanwhile fails the commit: `DeferredMismatch`, a LookupError.
-    _COMPLETE.defer_statement(
+    return _COMPLETE.defer_statement(
         session,
         {
             "key_id": claim.key_id,

@@ -23,7 +23,11 @@ from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.auth.principal import Principal
 from provisioner.auth.roles import Role
 from provisioner.errors import FieldError
-from provisioner.idempotency.errors import IdempotencyKeyInFlight, IdempotencyKeyReused
+from provisioner.idempotency.errors import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyLost,
+    IdempotencyKeyReused,
+)
 from provisioner.idempotency.service import request_fingerprint
 from provisioner.meetings.access import get_meeting_for_actor
 from provisioner.meetings.attendance import AttendanceReport, check_attendance
@@ -106,6 +110,7 @@ IdempotencyKeyHeader = Annotated[
         ControlNotEnforceable,
         IdempotencyKeyReused,
         IdempotencyKeyInFlight,
+        IdempotencyKeyLost,
         ProviderUnknown,
         ProviderRetriable,
         VerificationFailed,

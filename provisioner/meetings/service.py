@@ -36,6 +36,7 @@ from provisioner.db import Database, utcnow
 from provisioner.delivery.base import Method
 from provisioner.delivery.models import Delivery
 from provisioner.errors import FieldError
+from provisioner.idempotency.errors import IdempotencyKeyLost
 from provisioner.idempotency.service import (
     Claimed,
     Replay,
@@ -171,6 +172,7 @@ async def provision_meeting(
         PolicyViolation: it loosens a locked setting (nothing is created).
         ControlNotEnforceable: the provider cannot enforce a control the policy requires.
         IdempotencyKeyReused / IdempotencyKeyInFlight: see `idempotency.service`.
+        IdempotencyKeyLost: the key's record vanished mid-request (nothing is stored).
         ProviderError: the provider failed; the meeting is marked failed, nothing leaks.
         VerificationFailed: the read-back contradicted the policy; the meeting was deleted.
     """
@@ -367,9 +369,11 @@ async def store_verified(
     Raises:
         MeetingNotChangeable: the row left `provisioning` meanwhile; nothing was stored.
         MeetingNotFound: the row is gone.
+        IdempotencyKeyLost: `claim`'s row is gone; nothing was stored.
     """
     cipher = deps.cipher
     marked: Later | None = None
+    completed: Later | None = None
     try:
         async with deps.db.session() as session:
             if also is not None:
@@ -471,8 +475,16 @@ async def store_verified(
                 delivery_status=delivery_status,
             )
             if claim is not None:
-                complete_key(session, claim, status=201, body=body, cipher=cipher)
+                completed = complete_key(session, claim, status=201, body=body, cipher=cipher)
     except DeferredMismatch as mismatch:
+        if claim is not None and mismatch.later is completed:
+            # The claim's row was deleted while the provider worked (by hand, or a purge):
+            # with nowhere to keep the answer, nothing is stored and the caller retries.
+            raise IdempotencyKeyLost(
+                f"the Idempotency-Key's record (key {claim.key_id}) vanished while meeting "
+                f"{spec.meeting_id} was being created; nothing was stored, retry the request",
+                key_id=claim.key_id,
+            ) from None
         if mismatch.later is not marked:
             raise
         await _not_stored(deps.db, spec.meeting_id)
