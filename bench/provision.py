@@ -27,6 +27,7 @@ URL names is not touched).
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import statistics
 import sys
@@ -257,7 +258,25 @@ def verdict(results: list[Cell]) -> list[str]:
                 f"  {mode}: throughput at {latency} ms, c={c}: {ratio:.2f} of the floor "
                 f"(target >= {RATIO_TARGET:.2f}): {met}"
             )
+            if met == "MISSED" and not (math.isnan(ours.cpu_ms) or math.isnan(floor.cpu_ms)):
+                lines.append(cpu_budget(ours.cpu_ms, floor.cpu_ms))
     return lines
+
+
+def cpu_budget(ours_ms: float, floor_ms: float) -> str:
+    """What a missed ratio asks of our CPU per request.
+
+    A server that saturates its one event loop (a provider answering at once) serves
+    requests at the rate its CPU allows, so the ratio is the floor's CPU per request over
+    ours: the target allows ours `floor / RATIO_TARGET`, and our own work (ours minus the
+    floor) `floor / RATIO_TARGET - floor`. Printed in ms, so a miss reads as a budget.
+    """
+    allowed = floor_ms / RATIO_TARGET
+    return (
+        f"    CPU per request: ours {ours_ms:.2f} ms, the floor {floor_ms:.2f} ms; "
+        f"{RATIO_TARGET:.2f} allows ours {allowed:.2f} ms: our own work is "
+        f"{ours_ms - floor_ms:.2f} ms, its budget {allowed - floor_ms:.2f} ms"
+    )
 
 
 @contextmanager

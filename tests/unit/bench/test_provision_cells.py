@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from bench.provision import OVERHEAD_TARGET_MS, RATIO_TARGET, Result, verdict
+from bench.provision import OVERHEAD_TARGET_MS, RATIO_TARGET, Result, cpu_budget, verdict
 
 
 def result(requests: int, seconds: float, latencies: list[float], cpu: float | None) -> Result:
@@ -49,3 +49,27 @@ def test_verdicts_judge_overhead_at_c1_and_the_ratio_at_the_highest_concurrency(
         "  sqlite: p50 overhead at 0 ms, c=1: 5.5 ms (target <= 5 ms): MISSED",
         "  sqlite: throughput at 0 ms, c=64: 0.70 of the floor (target >= 0.70): MET",
     ]
+
+
+def test_a_missed_ratio_with_cpu_known_states_the_cpu_budget() -> None:
+    # CPU-bound: the floor spends 2 ms a request, ours 4 ms, so ours serves half as many.
+    floor = result(100, 1.0, [10.0] * 100, 0.2)
+    ours = result(50, 1.0, [20.0] * 50, 0.2)
+    lines = verdict([("postgresql", 0, 64, ours, floor)])
+    assert lines == [
+        "  postgresql: throughput at 0 ms, c=64: 0.50 of the floor (target >= 0.70): MISSED",
+        cpu_budget(4.0, 2.0),
+    ]
+    # 0.70 lets ours spend 2 / 0.7 = 2.86 ms, of which 0.86 ms beyond the floor's 2 ms.
+    assert lines[1] == (
+        "    CPU per request: ours 4.00 ms, the floor 2.00 ms; 0.70 allows ours 2.86 ms: "
+        "our own work is 2.00 ms, its budget 0.86 ms"
+    )
+
+
+def test_no_budget_line_when_the_ratio_is_met_or_the_cpu_unknown() -> None:
+    floor = result(100, 1.0, [10.0] * 100, 0.2)
+    met = verdict([("sqlite", 200, 64, result(90, 1.0, [10.0] * 90, 0.2), floor)])
+    unknown = verdict([("sqlite", 0, 64, result(50, 1.0, [20.0] * 50, None), floor)])
+    assert len(met) == 1 and met[0].endswith("MET")
+    assert len(unknown) == 1 and unknown[0].endswith("MISSED")
