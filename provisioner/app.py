@@ -224,6 +224,10 @@ def create_app(
         summary="Unique, passcode-protected, sign-in-required meetings, delivered privately.",
         lifespan=lifespan,
         generate_unique_id_function=_operation_id,
+        # Our own /docs (web/api_docs.py): FastAPI's loads Swagger UI from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
     )
     # Per app, not the global registry: tests and the demo build several apps per process.
     app.state.metrics = Metrics()

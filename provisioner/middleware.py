@@ -137,13 +137,11 @@ class SecurityHeadersMiddleware:
     """Headers every response carries: no sniffing, no referrer, no framing, a strict CSP.
 
     The pages need nothing but our own scripts and styles (no inline script, no CDN), so
-    the CSP can be strict. FastAPI's interactive `/docs` loads Swagger UI from a CDN; it
-    is a developer tool and is left without a CSP rather than broken. A response that sets
-    its own CSP (the self-contained incident export) keeps it instead of this one. HSTS is
-    sent when the service is published over https.
+    the CSP can be strict -- `/docs` included, whose Swagger UI is served from here too
+    (web/api_docs.py). A response that sets its own CSP (the self-contained incident
+    export) keeps it instead of this one. HSTS is sent when the service is published over
+    https.
     """
-
-    EXEMPT = ("/docs", "/redoc")
 
     def __init__(
         self, app: ASGIApp, *, hsts_seconds: int = 0, form_targets: tuple[str, ...] = ()
@@ -163,7 +161,6 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exempt = scope["path"].startswith(self.EXEMPT)
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -177,7 +174,7 @@ class SecurityHeadersMiddleware:
                 # be enforced too, and browsers apply the stricter of the two (the incident
                 # export's inline styles would be blocked).
                 own = any(name.lower() == b"content-security-policy" for name, _ in headers)
-                if not exempt and not own:
+                if not own:
                     headers.append((b"content-security-policy", self.csp))
                 if self.hsts:
                     headers.append((b"strict-transport-security", self.hsts))

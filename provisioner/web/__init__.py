@@ -1,7 +1,7 @@
 """The browser side: OIDC sign-in, the session cookie, HTML pages and their static files.
 
 `install(app, settings)` is the one call `create_app` makes; everything web-specific (the
-session middleware, /static, the HTML renderings of 401/403) is wired here.
+session middleware, /static, /docs, the HTML renderings of 401/403) is wired here.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.middleware.sessions import SessionMiddleware
 
 from provisioner.settings import Settings, SettingsError
-from provisioner.web import auth_routes, pages
+from provisioner.web import api_docs, auth_routes, pages
 from provisioner.web.errors import PageForbidden, SignInRequired
 from provisioner.web.oidc import build_oauth
 from provisioner.web.redirects import safe_next
@@ -63,5 +63,6 @@ def install(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(SignInRequired, _on_sign_in_required)
     app.add_exception_handler(PageForbidden, _on_page_forbidden)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.include_router(api_docs.router)
     app.include_router(auth_routes.router)
     app.include_router(pages.router)
