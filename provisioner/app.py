@@ -270,7 +270,8 @@ def _problems_everywhere(schema: dict[str, Any]) -> None:
 
     FastAPI documents its own 422 (`HTTPValidationError`, application/json) on every route
     with parameters; ours renders validation errors as problems, so that entry is replaced.
-    Routes that take a body also document 413 (the size limit).
+    Routes that take a body also document 413 (the size limit), and routes that need a
+    caller (they declare the bearer scheme) 401.
     """
     problem = {
         "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
@@ -282,6 +283,8 @@ def _problems_everywhere(schema: dict[str, Any]) -> None:
                 answers["422"] = {"description": "The request is not valid", **problem}
             if "requestBody" in operation:
                 answers.setdefault("413", {"description": "Request body too large", **problem})
+            if operation.get("security"):
+                answers.setdefault("401", {"description": "Authentication required", **problem})
     for name in ("HTTPValidationError", "ValidationError"):
         schema.get("components", {}).get("schemas", {}).pop(name, None)
 

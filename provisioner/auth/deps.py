@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import structlog
 from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioner.auth.bearer import BearerVerifier
@@ -43,32 +44,51 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-async def get_principal(request: Request, state: StateDep) -> Principal:
+# Parses `Authorization: Bearer` for us and, being FastAPI's own, declares the scheme in
+# the OpenAPI document on every operation that needs a caller: /docs gets its Authorize
+# button and generated clients know to send the token.
+_BEARER = HTTPBearer(
+    auto_error=False,
+    scheme_name="bearer",
+    description="An access token from the organisation's OpenID provider: an employee's, "
+    "or an integration's client-credentials token (see the README, Integration tokens).",
+)
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+
+
+async def get_principal(request: Request, state: StateDep, bearer: BearerCredentials) -> Principal:
     """The caller from a bearer token (API clients) or else the browser session.
 
     A session-authenticated request that changes state must echo the session's CSRF token
     in `X-CSRF-Token`: the cookie alone is sent by the browser whoever asked for it.
     """
-    header = request.headers.get("authorization", "")
-    if not header:
-        principal = session_principal(request, roles=state.settings.roles.groups)
-        if principal is not None:
-            if request.method not in _SAFE_METHODS and not csrf_valid(
-                request, request.headers.get(CSRF_HEADER)
-            ):
-                raise PermissionDenied("the CSRF token is missing or wrong", scope="csrf")
-            structlog.contextvars.bind_contextvars(principal_id=principal.subject)
-            return principal
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if bearer is None:
+        if not request.headers.get("authorization"):
+            principal = session_principal(request, roles=state.settings.roles.groups)
+            if principal is not None:
+                if request.method not in _SAFE_METHODS and not csrf_valid(
+                    request, request.headers.get(CSRF_HEADER)
+                ):
+                    raise PermissionDenied("the CSRF token is missing or wrong", scope="csrf")
+                structlog.contextvars.bind_contextvars(principal_id=principal.subject)
+                return principal
+        raise AuthenticationFailed("send an `Authorization: Bearer <token>` header")
+    token = bearer.credentials.strip()
+    if not token:
         raise AuthenticationFailed("send an `Authorization: Bearer <token>` header")
     verifier: BearerVerifier = state.verifier
-    principal = await verifier.verify(token.strip())
+    principal = await verifier.verify(token)
     structlog.contextvars.bind_contextvars(principal_id=principal.subject)
     return principal
 
 
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+async def principal_of(request: Request, state: AppState) -> Principal:
+    """`get_principal` outside dependency injection (a route that authenticates only
+    some callers itself, such as /metrics with its scrape token)."""
+    return await get_principal(request, state, await _BEARER(request))
 
 
 def _check_scope(principal: Principal, scope: str) -> None:

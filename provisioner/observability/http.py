@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from provisioner.auth.deps import StateDep, get_principal
+from provisioner.auth.deps import StateDep, principal_of
 from provisioner.auth.errors import PermissionDenied
 from provisioner.auth.roles import Role
 from provisioner.middleware import route_template
@@ -70,7 +70,7 @@ async def _authorize(request: Request, state: AppState) -> None:
         and hmac.compare_digest(token.encode(), expected.get_secret_value().encode())
     ):
         return
-    principal = await get_principal(request, state)  # 401 without valid credentials
+    principal = await principal_of(request, state)  # 401 without valid credentials
     if not principal.has_role(Role.IT_ADMIN):
         raise PermissionDenied("metrics need the role it-admin", scope="role")
 

@@ -62,3 +62,26 @@ class TestDocsAssets:
             response = await client.get(f"/docs/assets/{name}")
             assert response.status_code == 404, name
             assert response.headers["content-type"].startswith("application/problem+json")
+
+
+class TestDocumentedAuthentication:
+    async def test_every_operation_but_the_probes_declares_the_bearer_scheme(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        document = (await client.get("/openapi.json")).json()
+        scheme = document["components"]["securitySchemes"]["bearer"]
+        assert (scheme["type"], scheme["scheme"]) == ("http", "bearer")
+        unsecured: set[tuple[str, str]] = set()
+        secured: set[tuple[str, str]] = set()
+        for path, item in document["paths"].items():
+            for method, operation in item.items():
+                target = secured if operation.get("security") == [{"bearer": []}] else unsecured
+                target.add((method.upper(), path))
+                if target is secured:
+                    assert "401" in operation["responses"], (method, path)
+        assert unsecured == {("GET", "/healthz"), ("GET", "/readyz")}
+        assert ("POST", "/api/v1/meetings") in secured
+        # What the document says is what the API does: no token, no answer.
+        for method, path in sorted(secured):
+            response = await client.request(method, path.replace("{", "").replace("}", ""))
+            assert response.status_code == 401, (method, path, response.status_code)
