@@ -41,6 +41,7 @@ from provisioner.middleware import (
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
 )
+from provisioner.nul_guard import NulGuardMiddleware
 from provisioner.observability import http as observability_http
 from provisioner.observability.metrics import Metrics
 from provisioner.observability.tracing import install_tracing
@@ -235,6 +236,7 @@ def create_app(
         app.state.provisioner = state
         state.worker.metrics = app.state.metrics
     add_exception_handlers(app)
+    app.add_middleware(NulGuardMiddleware)  # inside the size limit: reads bounded bodies
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     https = settings.api.public_url.startswith("https://")
     issuer = urlsplit(settings.oidc.issuer)

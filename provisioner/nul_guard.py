@@ -1,0 +1,155 @@
+"""Refuse the NUL character (U+0000) wherever a request could carry it into text.
+
+PostgreSQL's text types cannot hold NUL: a topic, a note or a path id with one failed as
+a database error, a 500. SQLite stores it, and from there it would reach e-mails, .ics
+files and chat messages. No field of ours has a use for it, so it is refused at the door
+with a 422 `invalid-request` problem naming where it was: the parameter, or the body
+field's path (`invitees[0].name`), as every other validation error does.
+
+What is looked at: the path, the query string, and bodies sent as JSON or as an HTML
+form. JSON can carry NUL only as the escape `\\u0000`, so a body without those six bytes
+is passed on untouched after one substring search; only a suspicious body is parsed to
+name the field (and passed on if the bytes were an escaped backslash after all). Other
+bodies (file uploads) may hold NUL bytes legitimately and are not inspected.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from provisioner.errors import FieldError
+from provisioner.problems import problem
+
+__all__ = ["NulGuardMiddleware"]
+
+NUL = "\x00"
+_REASON = "must not contain the NUL character (U+0000)"
+
+
+class NulGuardMiddleware:
+    """The ASGI middleware; it reads a JSON or form body whole before the app does, which
+    the app would do anyway, and hands the app the same bytes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        field = _in_url(scope)
+        if field is not None:
+            await _refuse(scope, receive, send, field)
+            return
+        kind = _body_kind(scope)
+        if kind is None:
+            await self.app(scope, receive, send)
+            return
+        body, more = await _read_body(receive)
+        field = _in_json(body) if kind == "json" else _in_form(body)
+        if field is not None:
+            await _refuse(scope, receive, send, field)
+            return
+        await self.app(scope, _replay(body, more, receive), send)
+
+
+def _in_url(scope: Scope) -> str | None:
+    if NUL in scope["path"]:
+        return "path"
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" not in query and b"\x00" not in query:
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if NUL in name or NUL in value:
+            return name.replace(NUL, "") or "query"
+    return None
+
+
+def _body_kind(scope: Scope) -> str | None:
+    if scope["method"] in ("GET", "HEAD", "OPTIONS"):
+        return None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            media = value.split(b";", 1)[0].strip().lower()
+            if media == b"application/json" or media.endswith(b"+json"):
+                return "json"
+            if media == b"application/x-www-form-urlencoded":
+                return "form"
+            return None
+    return None
+
+
+async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
+    """The whole body, and any message that came after it (a disconnect, say)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), [message]
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), []
+
+
+def _replay(body: bytes, after: list[Message], receive: Receive) -> Receive:
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+    pending += after
+
+    async def replayed() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replayed
+
+
+def _in_json(body: bytes) -> str | None:
+    if b"\\u0000" not in body:
+        return None
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return None  # not JSON at all: the app's own parser answers that
+    return next(_paths_with_nul(document, ""), None)
+
+
+def _paths_with_nul(value: Any, path: str) -> Iterator[str]:
+    if isinstance(value, str):
+        if NUL in value:
+            yield path or "body"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            name = f"{path}.{key}" if path else str(key)
+            if NUL in str(key):
+                yield name.replace(NUL, "")
+            yield from _paths_with_nul(item, name)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _paths_with_nul(item, f"{path}[{index}]")
+
+
+def _in_form(body: bytes) -> str | None:
+    if b"%00" not in body and b"\x00" not in body:
+        return None
+    for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
+        if NUL in name or NUL in value:
+            return name.replace(NUL, "") or "body"
+    return None
+
+
+async def _refuse(scope: Scope, receive: Receive, send: Send, field: str) -> None:
+    response = problem(
+        Request({**scope, "path": scope["path"].replace(NUL, "")}),  # `instance` without it
+        status=422,
+        code="invalid-request",
+        title="The request is not valid",
+        detail=f"1 field(s) are invalid: {field}",
+        errors=(FieldError(field, _REASON),),
+    )
+    await response(scope, receive, send)
