@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Path, Query
@@ -145,11 +145,16 @@ async def create_meeting(
 
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The (created_at, id) a page ended at. Anything we would not have written -- a time
+    without its offset, one that leaves the calendar in UTC, no id -- is bad input."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, meeting_id = raw.split("|", 1)
-        return datetime.fromisoformat(stamp), meeting_id
-    except (ValueError, UnicodeDecodeError):
+        after = datetime.fromisoformat(stamp)
+        if after.tzinfo is None or not meeting_id:
+            raise ValueError("not a cursor of ours")
+        return after.astimezone(UTC), meeting_id
+    except (ValueError, UnicodeDecodeError, OverflowError):
         raise InvalidRequest(
             "cursor is not one this API returned", errors=(FieldError("cursor", "malformed"),)
         ) from None

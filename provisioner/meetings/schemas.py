@@ -7,7 +7,7 @@ host (the single caller who may see it) and is never logged.
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
@@ -49,6 +49,24 @@ Text200 = Annotated[
     StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
     AfterValidator(_no_control_chars),
 ]
+
+# How far ahead a meeting may start. A link is a credential (Jitsi's tokens stay valid
+# until the meeting ends), and a date far enough out cannot even be shifted to UTC.
+MAX_AHEAD = timedelta(days=5 * 366)
+
+
+def _not_too_far_ahead(value: datetime) -> datetime:
+    """Checked before the zone is applied: within a day, the zone makes no difference."""
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be a date within 5 years from now") from None
+    if utc > datetime.now(UTC) + MAX_AHEAD:
+        raise ValueError("must be a date within 5 years from now")
+    return value
+
+
+Start = Annotated[datetime, AfterValidator(_not_too_far_ahead)]
 
 
 class InviteeIn(BaseModel):
@@ -94,7 +112,7 @@ class MeetingCreate(BaseModel):
     )
 
     topic: Text200
-    start: datetime
+    start: Start
     duration_minutes: int = Field(ge=1, le=1440)
     timezone: str = Field(min_length=1, max_length=64)
     invitees: list[InviteeIn] = Field(min_length=1, max_length=MAX_INVITEES)
@@ -132,7 +150,7 @@ class MeetingUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     topic: Text200 | None = None
-    start: datetime | None = None
+    start: Start | None = None
     duration_minutes: int | None = Field(default=None, ge=1, le=1440)
     timezone: str | None = Field(default=None, min_length=1, max_length=64)
     invitees: list[InviteeIn] | None = Field(

@@ -240,8 +240,8 @@ async def provision_meeting(
             "topic": request.topic,
             "provider": provider.name,
             "state": MeetingState.PROVISIONING,
-            "starts_at": request.start.astimezone(UTC),
-            "ends_at": (request.start + duration).astimezone(UTC),
+            "starts_at": spec.start.astimezone(UTC),
+            "ends_at": spec.end.astimezone(UTC),  # real time, also across a DST change
             "timezone": request.timezone,
             "settings": settings_to_json(policy.settings),
             "ics_uid": f"{meeting_id}@provisioner",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
@@ -58,7 +58,10 @@ class MeetingSpec:
 
     @property
     def end(self) -> datetime:
-        return self.start + self.duration
+        """`start` plus the duration of real time, in `start`'s zone. Adding to a zoned
+        datetime adds wall-clock time: across a DST change a 2-hour meeting would end 1 or
+        3 hours later."""
+        return (self.start.astimezone(UTC) + self.duration).astimezone(self.start.tzinfo)
 
 
 @dataclass(frozen=True)
