@@ -167,7 +167,7 @@ class BearerVerifier:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
-            raise AuthenticationFailed("the bearer token is not a JWT") from None
+            raise AuthenticationFailed("the access token is not a JWT") from None
         if header.get("alg") not in self._settings.algorithms:
             raise AuthenticationFailed("the token's signing algorithm is not allowed")
         key = await self._keys.key_for(header.get("kid"))
@@ -182,10 +182,10 @@ class BearerVerifier:
                 options={"require": ["exp", "iat", "sub", "iss", "aud"]},
             )
         except jwt.ExpiredSignatureError:
-            raise AuthenticationFailed("the bearer token has expired") from None
+            raise AuthenticationFailed("the access token has expired") from None
         except jwt.PyJWTError as exc:
             raise AuthenticationFailed(
-                f"the bearer token was refused: {type(exc).__name__}"
+                f"the access token was refused: {type(exc).__name__}"
             ) from None
         if "nonce" in claims or str(header.get("typ", "")).lower() in ("id_token", "id+jwt"):
             # An id_token proves a sign-in to the web client; it is not an access token for
@@ -206,18 +206,41 @@ class BearerVerifier:
         client_id = claims.get("client_id")
         email = claims.get("email")
         if email is None and isinstance(client_id, str) and claims["sub"] == client_id:
+            if len(INTEGRATION_PREFIX) + len(client_id) > SUBJECT_MAX:
+                raise AuthenticationFailed("the token's client_id is too long")
             return integration_principal(client_id, scopes)
         if not isinstance(email, str) or "@" not in email:
             raise AuthenticationFailed("the token carries no email claim")
+        oversized = oversized_claim(claims)
+        if oversized is not None:
+            raise AuthenticationFailed(f"the token's {oversized} claim is too long")
         return principal_from_claims(
             claims, groups_claim=self._settings.groups_claim, roles=self._roles, scopes=scopes
         )
 
 
+# What the tables hold (`meetings.host_subject`, `audit_events.actor`: 255; e-mail
+# addresses: 320; `meetings.host_name`: 200). A longer `sub` or `email` cannot be stored,
+# so such a token is refused; a longer display name is shortened.
+SUBJECT_MAX = 255
+EMAIL_MAX = 320
+NAME_MAX = 200
+INTEGRATION_PREFIX = "client:"
+
+
+def oversized_claim(claims: Mapping[str, Any]) -> str | None:
+    """The first identity claim too long to store ("sub" or "email"), or None."""
+    if len(str(claims.get("sub", ""))) > SUBJECT_MAX:
+        return "sub"
+    if len(str(claims.get("email", ""))) > EMAIL_MAX:
+        return "email"
+    return None
+
+
 def integration_principal(client_id: str, scopes: Sequence[str]) -> Principal:
     """A client-credentials token: the integration itself, no person, no groups, no roles."""
     return Principal(
-        subject=f"client:{client_id}",
+        subject=f"{INTEGRATION_PREFIX}{client_id}",
         email="",
         name=client_id,
         groups=(),
@@ -245,7 +268,7 @@ def principal_from_claims(
     return Principal(
         subject=str(claims["sub"]),
         email=email.lower(),
-        name=str(claims.get("name") or email.split("@")[0]),
+        name=str(claims.get("name") or email.split("@")[0])[:NAME_MAX],
         groups=group_names,
         scopes=frozenset(str(s) for s in scopes),
         roles=frozenset(role for group in group_names for role in roles.get(group, ())),

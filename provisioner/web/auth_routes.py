@@ -11,6 +11,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from joserfc.errors import JoseError
 
+from provisioner.auth.bearer import oversized_claim
 from provisioner.auth.deps import StateDep
 from provisioner.auth.session import end_session, start_session
 from provisioner.settings import Settings
@@ -95,6 +96,8 @@ async def callback(request: Request, state: StateDep) -> Response:
     claims = token.get("userinfo") or {}
     if not claims.get("sub") or not claims.get("email"):
         return page(request, "sign_in_failed.html", reason="missing_claims", status_code=403)
+    if oversized_claim(claims) is not None:  # too long to store as a host or an actor
+        return page(request, "sign_in_failed.html", reason="oversized_claims", status_code=403)
     start_session(
         request,
         claims=claims,
