@@ -12,6 +12,7 @@ import json
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -59,9 +60,12 @@ def prism(
     args = [str(PRISM), "mock", "-h", "127.0.0.1", "-p", str(port), str(spec)]
     if dynamic:
         args.insert(2, "-d")
+    # Its output goes to a file, not a pipe: Prism logs every request, and a pipe nobody
+    # reads until the end fills (64 KiB) and then blocks the server mid-test.
+    log = tempfile.TemporaryFile()  # closed in `finally`
     process = subprocess.Popen(  # noqa: S603 (our own pinned binary, our arguments)
         args,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
     )
     base_url = f"http://127.0.0.1:{port}"
@@ -69,7 +73,8 @@ def prism(
         deadline = time.monotonic() + startup_seconds
         while True:
             if process.poll() is not None:
-                output = process.stdout.read().decode(errors="replace") if process.stdout else ""
+                log.seek(0)
+                output = log.read().decode(errors="replace")
                 raise RuntimeError(f"prism exited early for {spec.name}:\n{output[-2000:]}")
             try:
                 httpx.get(base_url + "/__health__", timeout=1.0)
@@ -86,8 +91,7 @@ def prism(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-        if process.stdout:
-            process.stdout.close()
+        log.close()
 
 
 def violations(response: httpx.Response) -> list[dict[str, Any]]:
