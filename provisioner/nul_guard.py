@@ -52,7 +52,7 @@ class NulGuardMiddleware:
             await self.app(scope, receive, send)
             return
         body, more = await _read_body(receive)
-        field = _in_json(body) if kind == "json" else _in_form(body)
+        field = _in_json(body) if kind == "json" else _in_urlencoded(body, fallback="body")
         if field is not None:
             await _refuse(scope, receive, send, field)
             return
@@ -63,11 +63,16 @@ def _in_url(scope: Scope) -> str | None:
     if NUL in scope["path"]:
         return "path"
     query: bytes = scope.get("query_string", b"")
-    if b"%00" not in query and b"\x00" not in query:
+    return _in_urlencoded(query, fallback="query")
+
+
+def _in_urlencoded(data: bytes, *, fallback: str) -> str | None:
+    """The first field of `a=1&b=2` data (a query, a form) holding a NUL, raw or `%00`."""
+    if b"%00" not in data and b"\x00" not in data:
         return None
-    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+    for name, value in parse_qsl(data.decode("latin-1"), keep_blank_values=True):
         if NUL in name or NUL in value:
-            return name.replace(NUL, "") or "query"
+            return name.replace(NUL, "") or fallback
     return None
 
 
@@ -132,15 +137,6 @@ def _paths_with_nul(value: Any, path: str) -> Iterator[str]:
     elif isinstance(value, list):
         for index, item in enumerate(value):
             yield from _paths_with_nul(item, f"{path}[{index}]")
-
-
-def _in_form(body: bytes) -> str | None:
-    if b"%00" not in body and b"\x00" not in body:
-        return None
-    for name, value in parse_qsl(body.decode("latin-1"), keep_blank_values=True):
-        if NUL in name or NUL in value:
-            return name.replace(NUL, "") or "body"
-    return None
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, field: str) -> None:
