@@ -51,12 +51,14 @@ class NulGuardMiddleware:
         if kind is None:
             await self.app(scope, receive, send)
             return
-        body, more = await _read_body(receive)
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client left before its body was complete: nothing to answer
         field = _in_json(body) if kind == "json" else _in_urlencoded(body, fallback="body")
         if field is not None:
             await _refuse(scope, receive, send, field)
             return
-        await self.app(scope, _replay(body, more, receive), send)
+        await self.app(scope, _replay(body, receive), send)
 
 
 def _in_url(scope: Scope) -> str | None:
@@ -90,25 +92,25 @@ def _body_kind(scope: Scope) -> str | None:
     return None
 
 
-async def _read_body(receive: Receive) -> tuple[bytes, list[Message]]:
-    """The whole body, and any message that came after it (a disconnect, say)."""
+async def _read_body(receive: Receive) -> bytes | None:
+    """The whole body, or None if the client disconnected before sending all of it."""
     chunks: list[bytes] = []
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            return b"".join(chunks), [message]
+            return None
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
-            return b"".join(chunks), []
+            return b"".join(chunks)
 
 
-def _replay(body: bytes, after: list[Message], receive: Receive) -> Receive:
+def _replay(body: bytes, receive: Receive) -> Receive:
+    """The body in one message, then whatever the client sends next (its disconnect)."""
     pending: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
-    pending += after
 
     async def replayed() -> Message:
         if pending:
-            return pending.pop(0)
+            return pending.pop()
         return await receive()
 
     return replayed

@@ -1,0 +1,90 @@
+"""The NUL guard at the ASGI level: bodies in several chunks, a client that leaves."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.types import Message, Receive, Scope, Send
+
+from provisioner.nul_guard import NulGuardMiddleware
+
+
+class RecordingApp:
+    """Reads the whole body as an app would, and remembers what it got."""
+
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        self.bodies.append(body)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+
+def scope(body_type: bytes = b"application/json") -> dict[str, Any]:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": "/api/v1/meetings",
+        "query_string": b"",
+        "headers": [(b"content-type", body_type)],
+        "state": {},
+    }
+
+
+async def run(
+    messages: list[Message], body_type: bytes = b"application/json"
+) -> tuple[RecordingApp, list[Message]]:
+    app = RecordingApp()
+    incoming = list(messages)
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await NulGuardMiddleware(app)(scope(body_type), receive, send)
+    return app, sent
+
+
+async def test_a_body_in_chunks_reaches_the_app_whole() -> None:
+    chunks = [b'{"topic": "plan', b'ning", "x": ', b"1}"]
+    messages: list[Message] = [
+        {"type": "http.request", "body": chunk, "more_body": index < len(chunks) - 1}
+        for index, chunk in enumerate(chunks)
+    ]
+    app, sent = await run(messages)
+    assert app.bodies == [b'{"topic": "planning", "x": 1}']
+    assert sent[0]["status"] == 204
+
+
+async def test_nul_split_across_chunks_is_still_found() -> None:
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"topic": "a\\u00', "more_body": True},
+        {"type": "http.request", "body": b'00b"}', "more_body": False},
+    ]
+    app, sent = await run(messages)
+    assert app.bodies == [] and sent[0]["status"] == 422
+
+
+async def test_a_client_that_leaves_mid_body_never_reaches_the_app() -> None:
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"topic": "a', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    app, sent = await run(messages)
+    assert app.bodies == [] and sent == []
+
+
+async def test_other_bodies_are_not_read_by_the_guard() -> None:
+    messages: list[Message] = [{"type": "http.request", "body": b"\x00\x00", "more_body": False}]
+    app, sent = await run(messages, body_type=b"application/octet-stream")
+    assert app.bodies == [b"\x00\x00"] and sent[0]["status"] == 204
