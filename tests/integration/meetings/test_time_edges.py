@@ -36,6 +36,8 @@ class TestAcrossDaylightSaving:
         [
             # Europe/Berlin springs forward at 02:00 on the last Sunday of March...
             ("03-{spring}T01:30:00", 120, "03-{spring}T00:30:00", "03-{spring}T02:30:00"),
+            # 02:30 does not exist that day: read with the earlier offset, i.e. 03:30 CEST.
+            ("03-{spring}T02:30:00", 60, "03-{spring}T01:30:00", "03-{spring}T02:30:00"),
             # ... and falls back at 03:00 on the last Sunday of October.
             ("10-{autumn}T01:30:00", 120, "10-{autumn_eve}T23:30:00", "10-{autumn}T01:30:00"),
         ],
