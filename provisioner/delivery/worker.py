@@ -18,7 +18,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 from sqlalchemy import and_, func, or_, select, update
@@ -226,15 +227,21 @@ class DeliveryWorker:
             )
         else:
             receipt, error, fell_back = await self._send(delivery.channel, context)
+        # The outcome's log lines are written after its commit: a log sink that blocks (a
+        # full pipe) must not hold the row's lock, and a line must not claim an outcome
+        # that a failed commit then took back.
+        lines: list[Callable[[], object]] = []
         async with self._db.session() as session:
             status = await self._record(
                 session,
                 delivery,
                 receipt.message_id if receipt else None,
                 error,
-                log_,
+                partial(_later, lines, log_),
                 fell_back=fell_back,
             )
+        for line in lines:
+            line()
         self._count(delivery.channel, status, fell_back=fell_back)
         return status
 
@@ -470,10 +477,11 @@ class DeliveryWorker:
         delivery: Delivery,
         message_id: str | None,
         error: ChannelError | None,
-        log_: structlog.typing.FilteringBoundLogger,
+        note: Note,
         *,
         fell_back: bool = False,
     ) -> DeliveryStatus:
+        """Store the outcome of one send; `note` queues a log line for after the commit."""
         row = await session.get(Delivery, delivery.id, with_for_update=True)
         if row is None or row.claimed_by != self.worker_id or row.status != DeliveryStatus.SENDING:
             return DeliveryStatus.SENDING
@@ -495,7 +503,7 @@ class DeliveryWorker:
                     "reason": "chat-user-not-found",
                 },
             )
-            log_.info("delivery.fell_back", channel=row.channel, fallback="email")
+            note("info", "delivery.fell_back", channel=row.channel, fallback="email")
             row.channel = "email"
         if error is None:
             row.status, row.sent_at, row.message_id, row.last_error = (
@@ -517,7 +525,7 @@ class DeliveryWorker:
                     "attempts": row.attempts,
                 },
             )
-            log_.info("delivery.sent", attempts=row.attempts)
+            note("info", "delivery.sent", attempts=row.attempts)
             return DeliveryStatus.SENT
         row.last_error = f"{type(error).__name__}: {error.detail}"[:500]
         if self._gives_up(row, error, now):
@@ -535,8 +543,11 @@ class DeliveryWorker:
                     "error": type(error).__name__,
                 },
             )
-            log_.error(
-                "delivery.dead_lettered", attempts=row.attempts, error_type=type(error).__name__
+            note(
+                "error",
+                "delivery.dead_lettered",
+                attempts=row.attempts,
+                error_type=type(error).__name__,
             )
             meeting = await session.get(Meeting, row.meeting_id)
             # A dead notice is audited and logged like a dead alert; the dead-letter alert
@@ -567,7 +578,8 @@ class DeliveryWorker:
                 "error": type(error).__name__,
             },
         )
-        log_.warning(
+        note(
+            "warning",
             "delivery.retry_scheduled",
             attempts=row.attempts,
             delay_seconds=round(delay, 1),
@@ -614,6 +626,23 @@ class DeliveryWorker:
                 target_id=meeting_id,
                 details={},
             )
+
+
+class Note(Protocol):
+    """Queue one log line: `note("info", "delivery.sent", attempts=1)`."""
+
+    def __call__(self, level: str, event: str, **fields: object) -> None: ...
+
+
+def _later(
+    lines: list[Callable[[], object]],
+    logger: structlog.typing.FilteringBoundLogger,
+    level: str,
+    event: str,
+    **fields: object,
+) -> None:
+    """A `Note` that appends to `lines`, to be written by calling each (values bound now)."""
+    lines.append(partial(getattr(logger, level), event, **fields))
 
 
 def _outdated(delivery: Delivery, meeting: Meeting) -> bool:

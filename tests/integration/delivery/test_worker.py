@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import select
+import pytest
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioner.audit.models import AuditEvent
 from provisioner.auth.local_issuer import LocalIssuer
+from provisioner.db import utcnow
 from provisioner.delivery.base import ChannelError, ChannelRejected, ChannelRetriable
 from provisioner.delivery.chat_config import ChatUserNotFound
 from provisioner.delivery.models import Delivery, DeliveryStatus
@@ -20,6 +25,7 @@ from provisioner.state import AppState
 from tests.conftest import make_settings
 from tests.factories import meeting_body
 from tests.fakes.channel import FakeChannel
+from tests.integration.meetings.test_db_faults import captured_logs
 
 
 def worker_with(
@@ -269,3 +275,48 @@ class TestChatPreferenceAndFallback:
             ).all()
         assert sorted(rows) == [("email", "sent")] * 3
         assert len(fallbacks) == 2
+
+
+class TestOutcomeLogLines:
+    async def test_a_sent_line_is_written_only_once_its_outcome_is_committed(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
+        """The outcome's commit fails: no `delivery.sent` line claims what was rolled back
+        (and a blocked log write can no longer happen while the row is locked)."""
+        await client.post("/api/v1/meetings", json=meeting_body(), headers=host_headers)
+        worker = worker_with(state, FakeChannel(), settings)
+        real = state.db
+
+        class LosesSentOutcomes:
+            """The real database, whose commit of a SENT outcome fails."""
+
+            engine = real.engine
+
+            @asynccontextmanager
+            async def session(self) -> AsyncIterator[AsyncSession]:
+                async with real.session() as session:
+                    yield session
+                    if any(
+                        isinstance(row, Delivery) and row.status == DeliveryStatus.SENT
+                        for row in session.identity_map.values()
+                    ):
+                        raise ConnectionResetError("the commit was lost")
+
+        worker._db = LosesSentOutcomes()  # type: ignore[assignment]  # noqa: SLF001
+        with captured_logs() as stream:
+            with pytest.raises(ConnectionResetError):
+                await worker.run_once()
+        assert '"event": "delivery.sent"' not in stream.getvalue()
+        assert "sent" not in await statuses(state)
+        # The claimed rows wait for their lease to lapse, as after a crash; then all go out.
+        async with real.session() as session:
+            await session.execute(update(Delivery).values(lease_until=utcnow()))
+        worker._db = real  # noqa: SLF001
+        with captured_logs() as stream:
+            await worker.drain()
+        assert stream.getvalue().count('"event": "delivery.sent"') == 4
+        assert await statuses(state) == ["sent"] * 4
