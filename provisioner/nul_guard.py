@@ -6,11 +6,13 @@ files and chat messages. No field of ours has a use for it, so it is refused at 
 with a 422 `invalid-request` problem naming where it was: the parameter, or the body
 field's path (`invitees[0].name`), as every other validation error does.
 
-What is looked at: the path, the query string, and bodies sent as JSON or as an HTML
-form. JSON can carry NUL only as the escape `\\u0000`, so a body without those six bytes
-is passed on untouched after one substring search; only a suspicious body is parsed to
-name the field (and passed on if the bytes were an escaped backslash after all). Other
-bodies (file uploads) may hold NUL bytes legitimately and are not inspected.
+What is looked at: the path, the query string, and bodies sent as JSON or as a
+URL-encoded form. UTF-8 JSON can carry NUL only as the escape `\\u0000`, so a body
+without those six bytes (or a zero byte, as UTF-16 and UTF-32 JSON have) is passed on
+untouched after a substring search; only a suspicious body is parsed to name the field
+(and passed on if the bytes were an escaped backslash after all). Other bodies (multipart
+uploads) may hold NUL bytes legitimately and are not inspected: the incident form's text
+fields are checked by their schema (`incidents/schemas.py`).
 """
 
 from __future__ import annotations
@@ -52,8 +54,9 @@ class NulGuardMiddleware:
             await self.app(scope, receive, send)
             return
         body = await _read_body(receive)
-        if body is None:
-            return  # the client left before its body was complete: nothing to answer
+        if body is None:  # the client left mid-body; answered as the app's parser would
+            await _refuse(scope, receive, send, "body", "the body was incomplete")
+            return
         field = _in_json(body) if kind == "json" else _in_urlencoded(body, fallback="body")
         if field is not None:
             await _refuse(scope, receive, send, field)
@@ -117,13 +120,14 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 def _in_json(body: bytes) -> str | None:
-    if b"\\u0000" not in body:
+    # UTF-8 JSON carries NUL only as the escape; UTF-16 and UTF-32 JSON (which the app's
+    # parser also reads) have zero bytes in every character, so they are always parsed.
+    if b"\\u0000" not in body and b"\x00" not in body:
         return None
     try:
-        document = json.loads(body)
-    except ValueError:
-        return None  # not JSON at all: the app's own parser answers that
-    return next(_paths_with_nul(document, ""), None)
+        return next(_paths_with_nul(json.loads(body), ""), None)
+    except (ValueError, RecursionError):
+        return None  # not JSON, or nested too deep: the app's own parser answers that
 
 
 def _paths_with_nul(value: Any, path: str) -> Iterator[str]:
@@ -141,13 +145,15 @@ def _paths_with_nul(value: Any, path: str) -> Iterator[str]:
             yield from _paths_with_nul(item, f"{path}[{index}]")
 
 
-async def _refuse(scope: Scope, receive: Receive, send: Send, field: str) -> None:
+async def _refuse(
+    scope: Scope, receive: Receive, send: Send, field: str, reason: str = _REASON
+) -> None:
     response = problem(
         Request({**scope, "path": scope["path"].replace(NUL, "")}),  # `instance` without it
         status=422,
         code="invalid-request",
         title="The request is not valid",
         detail=f"1 field(s) are invalid: {field}",
-        errors=(FieldError(field, _REASON),),
+        errors=(FieldError(field, reason),),
     )
     await response(scope, receive, send)

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.requests import Request
 
+from provisioner.auth.bearer import NAME_MAX
 from provisioner.auth.principal import Principal, manager_from_claims
 from provisioner.auth.roles import session_scopes
 
@@ -40,7 +41,8 @@ def start_session(
     request.session[_USER] = {
         "sub": str(claims["sub"]),
         "email": str(claims.get("email", "")).lower(),
-        "name": str(claims.get("name") or claims.get("email") or claims["sub"]),
+        # Shortened to what `meetings.host_name` holds, as a bearer token's name is.
+        "name": str(claims.get("name") or claims.get("email") or claims["sub"])[:NAME_MAX],
         "groups": [str(g) for g in groups] if isinstance(groups, list) else [],
         "email_verified": claims.get("email_verified") is not False,
         "manager_email": manager_from_claims(claims),

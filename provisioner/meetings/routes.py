@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Annotated, TypeVar
@@ -146,14 +147,15 @@ async def create_meeting(
 
 def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     """The (created_at, id) a page ended at. Anything we would not have written -- a time
-    without its offset, one that leaves the calendar in UTC, no id -- is bad input."""
+    without its offset, one that leaves the calendar in UTC, an id that is not a UUID --
+    is bad input."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         stamp, meeting_id = raw.split("|", 1)
         after = datetime.fromisoformat(stamp)
-        if after.tzinfo is None or not meeting_id:
+        if after.tzinfo is None:
             raise ValueError("not a cursor of ours")
-        return after.astimezone(UTC), meeting_id
+        return after.astimezone(UTC), str(uuid.UUID(meeting_id))
     except (ValueError, UnicodeDecodeError, OverflowError):
         raise InvalidRequest(
             "cursor is not one this API returned", errors=(FieldError("cursor", "malformed"),)

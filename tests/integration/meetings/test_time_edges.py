@@ -136,6 +136,8 @@ class TestCursorsWeNeverWrote:
             "9999-12-31T23:59:59-14:00|x",  # past the calendar's end in UTC
             "0001-01-01T00:00:00+14:00|x",  # before its start
             "2024-01-01T00:00:00+00:00|",  # no id
+            "2024-01-01T00:00:00+00:00|not-a-meeting-id",
+            "2024-01-01T00:00:00+00:00|\x00",  # inside the base64, where no guard looks
         ],
     )
     async def test_422_naming_the_cursor(

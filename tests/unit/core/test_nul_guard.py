@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.types import Message, Receive, Scope, Send
@@ -81,7 +82,21 @@ async def test_a_client_that_leaves_mid_body_never_reaches_the_app() -> None:
         {"type": "http.disconnect"},
     ]
     app, sent = await run(messages)
-    assert app.bodies == [] and sent == []
+    # Answered (to nobody) as the app's own parser would: a 422, not an access-log 500.
+    assert app.bodies == [] and sent[0]["status"] == 422
+
+
+async def test_utf16_json_with_nul_is_refused() -> None:
+    body = json.dumps({"topic": "a\x00b"}).encode("utf-16-le")
+    app, sent = await run([{"type": "http.request", "body": body, "more_body": False}])
+    assert app.bodies == [] and sent[0]["status"] == 422
+    assert json.loads(sent[1]["body"])["errors"][0]["field"] == "topic"
+
+
+async def test_json_nested_too_deep_to_parse_is_left_to_the_app() -> None:
+    body = b"[" * 5000 + b'"\\u0000"' + b"]" * 5000
+    app, sent = await run([{"type": "http.request", "body": body, "more_body": False}])
+    assert app.bodies == [body] and sent[0]["status"] == 204
 
 
 async def test_other_bodies_are_not_read_by_the_guard() -> None:
