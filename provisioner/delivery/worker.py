@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import partial
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import structlog
 from sqlalchemy import and_, func, or_, select, update
@@ -237,7 +237,8 @@ class DeliveryWorker:
                 delivery,
                 receipt.message_id if receipt else None,
                 error,
-                partial(_later, lines, log_),
+                log_,
+                lines,
                 fell_back=fell_back,
             )
         for line in lines:
@@ -477,11 +478,12 @@ class DeliveryWorker:
         delivery: Delivery,
         message_id: str | None,
         error: ChannelError | None,
-        note: Note,
+        log_: structlog.typing.FilteringBoundLogger,
+        lines: list[Callable[[], object]],
         *,
         fell_back: bool = False,
     ) -> DeliveryStatus:
-        """Store the outcome of one send; `note` queues a log line for after the commit."""
+        """Store the outcome of one send; its log lines go in `lines`, for after the commit."""
         row = await session.get(Delivery, delivery.id, with_for_update=True)
         if row is None or row.claimed_by != self.worker_id or row.status != DeliveryStatus.SENDING:
             return DeliveryStatus.SENDING
@@ -503,7 +505,9 @@ class DeliveryWorker:
                     "reason": "chat-user-not-found",
                 },
             )
-            note("info", "delivery.fell_back", channel=row.channel, fallback="email")
+            lines.append(
+                partial(log_.info, "delivery.fell_back", channel=row.channel, fallback="email")
+            )
             row.channel = "email"
         if error is None:
             row.status, row.sent_at, row.message_id, row.last_error = (
@@ -525,7 +529,7 @@ class DeliveryWorker:
                     "attempts": row.attempts,
                 },
             )
-            note("info", "delivery.sent", attempts=row.attempts)
+            lines.append(partial(log_.info, "delivery.sent", attempts=row.attempts))
             return DeliveryStatus.SENT
         row.last_error = f"{type(error).__name__}: {error.detail}"[:500]
         if self._gives_up(row, error, now):
@@ -543,11 +547,13 @@ class DeliveryWorker:
                     "error": type(error).__name__,
                 },
             )
-            note(
-                "error",
-                "delivery.dead_lettered",
-                attempts=row.attempts,
-                error_type=type(error).__name__,
+            lines.append(
+                partial(
+                    log_.error,
+                    "delivery.dead_lettered",
+                    attempts=row.attempts,
+                    error_type=type(error).__name__,
+                )
             )
             meeting = await session.get(Meeting, row.meeting_id)
             # A dead notice is audited and logged like a dead alert; the dead-letter alert
@@ -578,12 +584,14 @@ class DeliveryWorker:
                 "error": type(error).__name__,
             },
         )
-        note(
-            "warning",
-            "delivery.retry_scheduled",
-            attempts=row.attempts,
-            delay_seconds=round(delay, 1),
-            error_type=type(error).__name__,
+        lines.append(
+            partial(
+                log_.warning,
+                "delivery.retry_scheduled",
+                attempts=row.attempts,
+                delay_seconds=round(delay, 1),
+                error_type=type(error).__name__,
+            )
         )
         return DeliveryStatus.PENDING
 
@@ -626,23 +634,6 @@ class DeliveryWorker:
                 target_id=meeting_id,
                 details={},
             )
-
-
-class Note(Protocol):
-    """Queue one log line: `note("info", "delivery.sent", attempts=1)`."""
-
-    def __call__(self, level: str, event: str, **fields: object) -> None: ...
-
-
-def _later(
-    lines: list[Callable[[], object]],
-    logger: structlog.typing.FilteringBoundLogger,
-    level: str,
-    event: str,
-    **fields: object,
-) -> None:
-    """A `Note` that appends to `lines`, to be written by calling each (values bound now)."""
-    lines.append(partial(getattr(logger, level), event, **fields))
 
 
 def _outdated(delivery: Delivery, meeting: Meeting) -> bool:

@@ -109,6 +109,41 @@ async def rows(state: AppState) -> tuple[list[str], int, int]:
     return states, deliveries, keys
 
 
+@dataclass
+class BlockedCreate:
+    """A create with an Idempotency-Key, held at the provider until `provider.release`."""
+
+    provider: BlockingProvider
+    attempt: asyncio.Task[httpx.Response]
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+async def start_blocked_create(
+    client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState, *, key: str
+) -> BlockedCreate:
+    """Send a create to a `BlockingProvider` and return once the provider holds it."""
+    provider = BlockingProvider()
+    state.providers = {"fake": provider}
+    headers = host_headers | {"Idempotency-Key": key}
+    body = meeting_body(provider="fake")
+    attempt = asyncio.create_task(client.post("/api/v1/meetings", json=body, headers=headers))
+    await asyncio.wait_for(provider.started.wait(), timeout=10)
+    return BlockedCreate(provider, attempt, body, headers)
+
+
+async def assert_retry_makes_one(
+    client: httpx.AsyncClient, state: AppState, blocked: BlockedCreate
+) -> None:
+    """After a failed attempt: the retry with the same key makes exactly one live meeting."""
+    retried = await client.post("/api/v1/meetings", json=blocked.body, headers=blocked.headers)
+    assert retried.status_code == 201, retried.text
+    assert len(blocked.provider.live) == 1
+    states, deliveries, keys = await rows(state)
+    assert states == ["failed", "verified"]
+    assert deliveries == len(blocked.body["invitees"]) + 1 and keys == 1
+
+
 def app_pids(engine: AsyncEngine) -> set[int]:
     """The PostgreSQL backend pid of every connection the app's engine opens."""
     pids: set[int] = set()

@@ -19,8 +19,12 @@ from provisioner.audit.models import AuditEvent
 from provisioner.idempotency.models import IdempotencyKey
 from provisioner.meetings.models import Invitee
 from provisioner.state import AppState
-from tests.factories import meeting_body
-from tests.integration.meetings.test_db_faults import BlockingProvider, assert_problem, rows
+from tests.integration.meetings.test_db_faults import (
+    assert_problem,
+    assert_retry_makes_one,
+    rows,
+    start_blocked_create,
+)
 
 KEY = "calendar-event-key-lost"
 
@@ -32,18 +36,14 @@ class TestKeyVanishesWhileTheProviderCreates:
         host_headers: dict[str, str],
         state: AppState,
     ) -> None:
-        provider = BlockingProvider()
-        state.providers = {"fake": provider}
-        headers = host_headers | {"Idempotency-Key": KEY}
-        body = meeting_body(provider="fake")
-        attempt = asyncio.create_task(client.post("/api/v1/meetings", json=body, headers=headers))
-        await asyncio.wait_for(provider.started.wait(), timeout=10)
+        blocked = await start_blocked_create(client, host_headers, state, key=KEY)
+        provider = blocked.provider
         async with state.db.session() as session:
             gone = await session.execute(delete(IdempotencyKey))
         assert gone.rowcount == 1  # type: ignore[attr-defined]
         provider.release.set()
 
-        refused = await asyncio.wait_for(attempt, timeout=10)
+        refused = await asyncio.wait_for(blocked.attempt, timeout=10)
 
         assert_problem(refused, 409, "idempotency-key-lost")
         assert KEY not in refused.text
@@ -54,9 +54,4 @@ class TestKeyVanishesWhileTheProviderCreates:
             actions = (await session.scalars(select(AuditEvent.action))).all()
         assert "meeting.created" not in actions and "meeting.failed" in actions
 
-        retried = await client.post("/api/v1/meetings", json=body, headers=headers)
-        assert retried.status_code == 201, retried.text
-        assert len(provider.live) == 1
-        states, deliveries, keys = await rows(state)
-        assert states == ["failed", "verified"]
-        assert deliveries == len(body["invitees"]) + 1 and keys == 1
+        await assert_retry_makes_one(client, state, blocked)

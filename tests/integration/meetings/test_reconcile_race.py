@@ -24,8 +24,12 @@ from provisioner.meetings.reconcile import reconcile_stale
 from provisioner.settings import Settings
 from provisioner.state import AppState
 from tests.conftest import make_settings
-from tests.factories import meeting_body
-from tests.integration.meetings.test_db_faults import BlockingProvider, assert_problem, rows
+from tests.integration.meetings.test_db_faults import (
+    assert_problem,
+    assert_retry_makes_one,
+    rows,
+    start_blocked_create,
+)
 
 KEY = "calendar-event-reconciled"
 STALE_AFTER = 0.5
@@ -51,12 +55,8 @@ class TestReconciledWhileTheProviderCreates:
         host_headers: dict[str, str],
         state: AppState,
     ) -> None:
-        provider = BlockingProvider()
-        state.providers = {"fake": provider}
-        headers = host_headers | {"Idempotency-Key": KEY}
-        body = meeting_body(provider="fake")
-        attempt = asyncio.create_task(client.post("/api/v1/meetings", json=body, headers=headers))
-        await asyncio.wait_for(provider.started.wait(), timeout=10)
+        blocked = await start_blocked_create(client, host_headers, state, key=KEY)
+        provider = blocked.provider
         await asyncio.sleep(STALE_AFTER + 0.2)
         settled = await reconcile_stale(
             state.db, settings=state.settings.idempotency, providers=state.providers
@@ -64,16 +64,11 @@ class TestReconciledWhileTheProviderCreates:
         assert settled == 1
         assert await rows(state) == (["failed"], 0, 0)  # failed, nothing queued, key freed
         provider.release.set()
-        refused = await asyncio.wait_for(attempt, timeout=10)
+        refused = await asyncio.wait_for(blocked.attempt, timeout=10)
         assert_problem(refused, 409, "meeting-not-changeable")
         # The late meeting was deleted at the provider, and nothing of it was stored.
         assert len(provider.created) == 1 and provider.live == []
         assert await rows(state) == (["failed"], 0, 0)
         async with state.db.session() as session:
             assert await session.scalar(select(func.count(Invitee.id))) == 0
-        retried = await client.post("/api/v1/meetings", json=body, headers=headers)
-        assert retried.status_code == 201, retried.text
-        assert len(provider.live) == 1
-        states, deliveries, keys = await rows(state)
-        assert states == ["failed", "verified"]
-        assert deliveries == len(body["invitees"]) + 1 and keys == 1
+        await assert_retry_makes_one(client, state, blocked)
