@@ -42,13 +42,19 @@ def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coroutine)
 
 
-def _settings() -> Settings:
+def _settings(*, background_logging: bool = False) -> Settings:
+    """The settings, or exit 2 naming the bad key; logging configured from them.
+
+    `background_logging` for the long-running processes: see provisioner/logs.py.
+    """
     try:
         settings = load_settings()
     except SettingsError as exc:
         typer.echo(str(exc), err=True)
         raise typer.Exit(2) from None
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    configure_logging(
+        level=settings.log_level, fmt=settings.log_format, background=background_logging
+    )
     return settings
 
 
@@ -64,7 +70,7 @@ def serve(
     from provisioner.app import build_state, close_state, create_app
     from provisioner.migrate import upgrade as upgrade_db
 
-    settings = _settings()
+    settings = _settings(background_logging=True)
     try:
         # Build (and close) everything once before serving, so a bad configuration stops
         # here with the key's name instead of inside uvicorn's lifespan.
@@ -99,7 +105,7 @@ def worker(
     """
     from provisioner.app import build_state, close_state
 
-    settings = _settings()
+    settings = _settings(background_logging=True)
 
     async def main() -> None:
         try:

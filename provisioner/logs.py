@@ -4,13 +4,23 @@ Events are named `domain.subject.past_verb` with keyword fields. The redaction p
 is a backstop: code never passes passcodes, join links or tokens to a logger, but if one
 slips through under a secret-sounding key or as a token-shaped string it is removed.
 Standard-library logging (uvicorn, alembic) is routed through the same processors.
+
+The long-running processes (`serve`, `worker`) write their lines from a thread of their
+own (`background=True`): a line is rendered where it is logged, so the request's context
+is on it, and handed to a bounded queue. A log sink that stalls (a full pipe, a hung
+collector) then costs lines, counted and reported once it drains, instead of stopping the
+event loop with a transaction open and its rows locked.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
+import queue
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
+from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import structlog
@@ -35,8 +45,85 @@ def redact_processor(
     return event_dict
 
 
-def configure_logging(*, level: str = "INFO", fmt: str = "console", stream: Any = None) -> None:
-    """Configure structlog and stdlib logging once per process (idempotent)."""
+QUEUE_LINES = 10_000
+"""Lines a stalled sink may fall behind before new ones are dropped (a few MiB at most)."""
+
+
+class _DroppingQueueHandler(QueueHandler):
+    """Renders a line on the caller's thread and queues it; never waits for room.
+
+    A full queue drops the line and counts it. The count goes out as one
+    `log.lines.dropped` line ahead of the next line that finds room, so the gap shows
+    where it happened.
+    """
+
+    def __init__(self, lines: queue.Queue[logging.LogRecord | None]) -> None:
+        super().__init__(lines)
+        self.dropped = 0
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        try:
+            if self.dropped:
+                self.queue.put_nowait(self.prepare(self._dropped_notice()))
+                self.dropped = 0
+            self.queue.put_nowait(record)
+        except queue.Full:
+            self.dropped += 1
+
+    def _dropped_notice(self) -> logging.LogRecord:
+        notice = logging.LogRecord(
+            __name__, logging.WARNING, __file__, 0, "log.lines.dropped", None, None
+        )
+        notice.count = self.dropped
+        return notice
+
+
+class _Writer(QueueListener):
+    """Writes the queued lines; its stop never hangs an exit on a sink that is stuck."""
+
+    def __init__(self, lines: queue.Queue[logging.LogRecord | None], sink: logging.Handler):
+        super().__init__(lines, sink)
+        self._lines = lines
+
+    def stop(self, timeout: float = 5.0) -> None:
+        thread: threading.Thread | None = getattr(self, "_thread", None)
+        if thread is None:
+            return
+        try:
+            self._lines.put(None, timeout=timeout)  # QueueListener's sentinel
+        except queue.Full:
+            pass  # the sink has not moved for `timeout` seconds: leave it to the exit
+        thread.join(timeout)
+        self._thread = None
+
+
+_writer: _Writer | None = None
+
+
+def stop_background_writer(timeout: float = 5.0) -> None:
+    """Write what is queued and stop the writer thread (at exit; waits `timeout` at most)."""
+    global _writer
+    if _writer is not None:
+        _writer.stop(timeout)
+        _writer = None
+
+
+atexit.register(stop_background_writer)
+
+
+def configure_logging(
+    *,
+    level: str = "INFO",
+    fmt: str = "console",
+    stream: Any = None,
+    background: bool = False,
+    queue_lines: int = QUEUE_LINES,
+) -> None:
+    """Configure structlog and stdlib logging once per process (idempotent).
+
+    `background=True` hands rendered lines to a writer thread through a queue of
+    `queue_lines` (see the module docstring); without it a line is written by the caller.
+    """
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -65,13 +152,21 @@ def configure_logging(*, level: str = "INFO", fmt: str = "console", stream: Any 
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        # ExtraAdder: the count on our own `log.lines.dropped` notice.
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=("count",))],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
+    stop_background_writer()
+    sink = logging.StreamHandler(stream or sys.stderr)
+    handler: logging.Handler = sink
+    if background:
+        global _writer
+        lines: queue.Queue[logging.LogRecord | None] = queue.Queue(queue_lines)
+        handler = _DroppingQueueHandler(lines)  # renders (prepare -> format), then queues
+        _writer = _Writer(lines, sink)  # the sink's default formatter writes the text
+        _writer.start()
+    handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
