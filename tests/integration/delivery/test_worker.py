@@ -19,7 +19,8 @@ from provisioner.db import utcnow
 from provisioner.delivery.base import ChannelError, ChannelRejected, ChannelRetriable
 from provisioner.delivery.chat_config import ChatUserNotFound
 from provisioner.delivery.models import Delivery, DeliveryStatus
-from provisioner.delivery.worker import DeliveryWorker, backoff_seconds
+from provisioner.delivery.outcomes import backoff_seconds
+from provisioner.delivery.worker import DeliveryWorker
 from provisioner.settings import Settings, WorkerSettings
 from provisioner.state import AppState
 from tests.conftest import make_settings
