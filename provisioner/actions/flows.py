@@ -17,8 +17,9 @@ from provisioner.actions.service import Action
 from provisioner.auth.principal import Principal
 from provisioner.errors import ProvisionerError
 from provisioner.meetings.lifecycle import end_meeting
+from provisioner.meetings.repository import get_meeting_for_host
 from provisioner.meetings.rotate import RotationIncomplete, rotate_meeting
-from provisioner.meetings.service import Provisioning, get_meeting_for_host
+from provisioner.meetings.service import Provisioning
 from provisioner.providers.base import MeetingProvider
 from provisioner.providers.registry import pick
 

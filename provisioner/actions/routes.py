@@ -29,7 +29,7 @@ from provisioner.auth.deps import StateDep
 from provisioner.auth.principal import Principal
 from provisioner.db import utcnow
 from provisioner.meetings.models import Meeting
-from provisioner.meetings.service import get_meeting_for_host
+from provisioner.meetings.repository import get_meeting_for_host
 from provisioner.state import AppState
 from provisioner.web.deps import CSRF_CHECKED, WebUser
 from provisioner.web.render import page, viewer_zone

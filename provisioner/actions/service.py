@@ -29,7 +29,7 @@ from provisioner.auth.principal import Principal
 from provisioner.db import utcnow
 from provisioner.delivery.base import HostAction
 from provisioner.meetings.models import Meeting
-from provisioner.meetings.service import host_subjects
+from provisioner.meetings.repository import host_subjects
 from provisioner.settings import ActionsSettings
 
 

@@ -63,7 +63,7 @@ from provisioner.incidents.notify import notify_filed
 from provisioner.incidents.schemas import FollowUpUpdate, IncidentCreate
 from provisioner.meetings.errors import MeetingNotFound
 from provisioner.meetings.models import Meeting
-from provisioner.meetings.service import host_subjects
+from provisioner.meetings.repository import host_subjects
 from provisioner.providers.base import MeetingProvider
 from provisioner.settings import Settings
 

@@ -16,7 +16,7 @@ from provisioner.auth.principal import Principal
 from provisioner.auth.roles import Role
 from provisioner.meetings.errors import MeetingNotFound
 from provisioner.meetings.models import Meeting
-from provisioner.meetings.service import host_subjects
+from provisioner.meetings.repository import host_subjects
 
 
 def is_host(meeting: Meeting, actor: Principal) -> bool:

@@ -36,13 +36,9 @@ from provisioner.meetings.manual_steps import unsupported
 from provisioner.meetings.models import Invitee, Meeting, MeetingState
 from provisioner.meetings.outbox import queue_deliveries
 from provisioner.meetings.read import meeting_read
+from provisioner.meetings.repository import delivery_status_by_invitee, get_meeting_for_host
 from provisioner.meetings.schemas import MeetingUpdate
-from provisioner.meetings.service import (
-    START_SKEW,
-    Provisioning,
-    delivery_status_by_invitee,
-    get_meeting_for_host,
-)
+from provisioner.meetings.service import START_SKEW, Provisioning
 from provisioner.policy.model import MeetingSettings
 from provisioner.policy.resolve import effective_for_groups
 from provisioner.providers.base import (

@@ -42,13 +42,9 @@ from provisioner.meetings.errors import MeetingNotChangeable
 from provisioner.meetings.lifecycle import CHANGEABLE
 from provisioner.meetings.models import Meeting, MeetingState
 from provisioner.meetings.read import meeting_read
-from provisioner.meetings.service import (
-    START_SKEW,
-    Provisioning,
-    delivery_status_by_invitee,
-    fail_provisioning,
-    store_verified,
-)
+from provisioner.meetings.repository import delivery_status_by_invitee
+from provisioner.meetings.service import START_SKEW, Provisioning
+from provisioner.meetings.store import fail_provisioning, store_verified
 from provisioner.policy.model import Control
 from provisioner.policy.resolve import effective_for_groups
 from provisioner.providers.base import (

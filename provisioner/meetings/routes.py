@@ -48,6 +48,11 @@ from provisioner.meetings.errors import (
 from provisioner.meetings.lifecycle import cancel_meeting, end_meeting, reschedule_meeting
 from provisioner.meetings.on_behalf import provision_for
 from provisioner.meetings.read import meeting_read
+from provisioner.meetings.repository import (
+    delivery_status_by_invitee,
+    get_meeting_for_host,
+    list_meetings_for_host,
+)
 from provisioner.meetings.rotate import (
     RotateRequest,
     RotationIncomplete,
@@ -60,11 +65,6 @@ from provisioner.meetings.schemas import (
     MeetingRead,
     MeetingSummary,
     MeetingUpdate,
-)
-from provisioner.meetings.service import (
-    delivery_status_by_invitee,
-    get_meeting_for_host,
-    list_meetings_for_host,
 )
 from provisioner.policy.errors import PolicyViolation
 from provisioner.problems import responses

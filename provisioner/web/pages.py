@@ -25,7 +25,7 @@ from provisioner.meetings.codec import settings_from_json
 from provisioner.meetings.lifecycle import cancel_meeting
 from provisioner.meetings.on_behalf import provision_for
 from provisioner.meetings.read import meeting_read
-from provisioner.meetings.service import (
+from provisioner.meetings.repository import (
     delivery_status_by_invitee,
     get_meeting_for_host,
     list_meetings_for_host,
