@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from provisioner.admin.service import list_all_meetings, policy_by_group, search_audit
-from provisioner.auth.deps import SessionDep, StateDep, require_role
+from provisioner.auth.deps import SessionDep, StateDep, require_role, require_scope
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.auth.roles import Role
 from provisioner.problems import responses
@@ -16,7 +16,9 @@ from provisioner.problems import responses
 router = APIRouter(
     prefix="/api/v1/admin",
     tags=["admin"],
-    dependencies=[require_role(Role.IT_ADMIN)],
+    # Read-only, but every host's meetings and the whole audit log: a token must carry
+    # `meetings:read` as well as the role.
+    dependencies=[require_scope("meetings:read"), require_role(Role.IT_ADMIN)],
     responses=responses(AuthenticationFailed, PermissionDenied),
 )
 

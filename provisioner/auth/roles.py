@@ -18,8 +18,14 @@ class Role(StrEnum):
     RESPONDER = "responder"
 
 
+# Every role reads and changes meetings within what the role allows (the role checks on
+# each route decide which meetings and which changes); a session without these scopes
+# could not use the JSON API its own pages' role grants: a responder could not end a
+# meeting through /api/v1, nor IT run the scan's fix.
 SCOPES_BY_ROLE: dict[str, tuple[str, ...]] = {
     Role.EMPLOYEE: ("meetings:read", "meetings:write"),
+    Role.IT_ADMIN: ("meetings:read", "meetings:write"),
+    Role.RESPONDER: ("meetings:read", "meetings:write"),
 }
 
 

@@ -12,6 +12,7 @@ from provisioner.auth.deps import (
     StateDep,
     WriteRateLimit,
     require_role,
+    require_scope,
 )
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
 from provisioner.auth.roles import Role
@@ -21,10 +22,13 @@ from provisioner.ratelimit import RateLimited
 from provisioner.scan.service import FixOutcome, ScanReport, ScanRow
 from provisioner.scan.views import DEFAULT_DAYS, scan_with_state
 
+# The scan reads every host's meetings (`meetings:read`); its fix changes them at the
+# provider, new passcodes included, so it needs `meetings:write` too: an it-admin token
+# issued read-only must not rewrite the organisation's meetings.
 router = APIRouter(
     prefix="/api/v1/admin/scan",
     tags=["admin"],
-    dependencies=[require_role(Role.IT_ADMIN)],
+    dependencies=[require_scope("meetings:read"), require_role(Role.IT_ADMIN)],
     responses=responses(AuthenticationFailed, PermissionDenied, ProviderUnknown),
 )
 
@@ -85,7 +89,11 @@ async def scan_meetings(
     return _report(report)
 
 
-@router.post("/fix", dependencies=[WriteRateLimit], responses=responses(RateLimited))
+@router.post(
+    "/fix",
+    dependencies=[require_scope("meetings:write"), WriteRateLimit],
+    responses=responses(RateLimited),
+)
 async def fix_meetings(
     session: SessionDep,
     state: StateDep,

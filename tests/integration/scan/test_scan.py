@@ -225,6 +225,31 @@ class TestScanApi:
     ) -> None:
         assert (await client.get("/api/v1/admin/scan", headers=host_headers)).status_code == 403
 
+    async def test_the_fix_needs_the_write_scope_and_the_report_the_read_scope(
+        self, client: httpx.AsyncClient, issuer: LocalIssuer, sims: Sims
+    ) -> None:
+        def admin(*scopes: str) -> dict[str, str]:
+            token = issuer.token(
+                subject="ivan",
+                email="ivan@example.com",
+                name="Ivan Admin",
+                groups=["it-admins"],
+                scopes=scopes,
+            )
+            return {"Authorization": f"Bearer {token}"}
+
+        read_only, no_scope = admin("meetings:read"), admin()
+        assert (await client.get("/api/v1/admin/scan", headers=read_only)).status_code == 200
+        refused = await client.post("/api/v1/admin/scan/fix", headers=read_only)
+        assert refused.status_code == 403
+        assert "meetings:write" in refused.json()["detail"]
+        for path in ("/api/v1/admin/scan", "/api/v1/admin/meetings", "/api/v1/admin/audit"):
+            assert (await client.get(path, headers=no_scope)).status_code == 403, path
+        # Nothing was fixed: every weak meeting is still weak.
+        again = await client.get("/api/v1/admin/scan", headers=read_only)
+        weak = {r["provider_meeting_id"] for r in again.json()["data"] if r["weaknesses"]}
+        assert weak == set(sims.weak)
+
     @pytest.mark.parametrize(
         ("query", "field"), [({"days": "0"}, "days"), ({"provider": "nope"}, "provider")]
     )
