@@ -127,11 +127,18 @@ async def reschedule_meeting(
     errors: list[FieldError] = []
     if change.invitees is not None:
         people, channels = _new_invite_list(
-            change, host=spec.host, settings=settings, channels=deps.channels, errors=errors
+            change,
+            host=spec.host,
+            settings=settings,
+            channels=deps.channels,
+            max_invitees=deps.settings.api.max_invitees,
+            errors=errors,
         )
         spec = replace(spec, invitees=tuple(people))
     removed = sorted(current - {p.email for p in spec.invitees})
-    if start < utcnow() - START_SKEW:
+    # Only a start the caller moves must be ahead: a running meeting may still be renamed,
+    # extended or given a late invitee.
+    if change.start is not None and start < utcnow() - START_SKEW:
         errors.append(FieldError("start", "must not be in the past"))
     if minutes > settings.max_duration_minutes:
         errors.append(
@@ -307,11 +314,15 @@ def _new_invite_list(
     host: Person,
     settings: MeetingSettings,
     channels: frozenset[str],
+    max_invitees: int,
     errors: list[FieldError],
 ) -> tuple[list[Person], dict[str, str]]:
-    """The new list without the host, checked as a create would check it (the meeting's
-    invitee domains, duplicates, configured channels); problems go into `errors`."""
+    """The new list without the host, checked as a create would check it (the configured
+    limit, the meeting's invitee domains, duplicates, configured channels); problems go
+    into `errors`."""
     assert change.invitees is not None  # noqa: S101 (checked by the caller)
+    if len(change.invitees) > max_invitees:
+        errors.append(FieldError("invitees", f"at most {max_invitees} invitees per meeting"))
     people: list[Person] = []
     channel_of: dict[str, str] = {}
     for index, invitee in enumerate(change.invitees):

@@ -162,6 +162,14 @@ class MeetingUpdate(BaseModel):
         "their personal link is revoked.",
     )
 
+    @field_validator("topic", "start", "duration_minutes", "timezone", "invitees", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        # An explicit null changes nothing, yet would re-invite everyone at a new SEQUENCE.
+        if value is None:
+            raise ValueError("must not be null; leave the field out to keep its value")
+        return value
+
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str | None) -> str | None:

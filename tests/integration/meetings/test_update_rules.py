@@ -1,0 +1,101 @@
+"""PATCH /api/v1/meetings/{id}: the rules a create checks hold for a change too, and a
+change is checked only on what it changes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+from sqlalchemy import func, select, update
+
+from provisioner.delivery.models import Delivery
+from provisioner.meetings.models import Meeting
+from provisioner.state import AppState
+from tests.factories import meeting_body
+from tests.fakes.provider import FakeProvider
+from tests.support.meeting_fixtures import created_meeting, fake  # noqa: F401 (fixture)
+
+
+def people(count: int) -> list[dict[str, str]]:
+    return [{"email": f"p{n}@example.com", "name": f"Person {n}"} for n in range(count)]
+
+
+async def deliveries_of(state: AppState, meeting_id: str) -> int:
+    async with state.db.session() as session:
+        count = await session.scalar(
+            select(func.count()).select_from(Delivery).where(Delivery.meeting_id == meeting_id)
+        )
+    return int(count or 0)
+
+
+async def test_a_new_invite_list_is_held_to_the_configured_limit(
+    client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+) -> None:
+    limit = state.settings.api.max_invitees
+    refused = await client.post(
+        "/api/v1/meetings", json=meeting_body(invitees=people(limit + 1)), headers=host_headers
+    )
+    assert refused.status_code == 422
+    meeting = await created_meeting(client, host_headers, invitees=people(1))
+    before = await deliveries_of(state, meeting["id"])
+
+    patched = await client.patch(
+        f"/api/v1/meetings/{meeting['id']}",
+        json={"invitees": people(limit + 1)},
+        headers=host_headers,
+    )
+
+    assert patched.status_code == 422, patched.text
+    assert patched.json()["errors"] == refused.json()["errors"]
+    assert patched.json()["errors"] == [
+        {"field": "invitees", "reason": f"at most {limit} invitees per meeting"}
+    ]
+    assert await deliveries_of(state, meeting["id"]) == before  # nobody was invited
+
+
+async def test_a_running_meeting_can_be_renamed_and_get_a_late_invitee(
+    client: httpx.AsyncClient,
+    host_headers: dict[str, str],
+    state: AppState,
+    fake: FakeProvider,  # noqa: F811
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    meeting = await created_meeting(client, host_headers, provider="fake", start=now.isoformat())
+    async with state.db.session() as session:  # it started an hour ago
+        await session.execute(
+            update(Meeting)
+            .where(Meeting.id == meeting["id"])
+            .values(starts_at=now - timedelta(hours=1), ends_at=now + timedelta(minutes=30))
+        )
+    url = f"/api/v1/meetings/{meeting['id']}"
+
+    renamed = await client.patch(url, json={"topic": "Renamed"}, headers=host_headers)
+    assert renamed.status_code == 200, renamed.text
+    assert renamed.json()["topic"] == "Renamed"
+    late = [*meeting_body()["invitees"], {"email": "late@example.com", "name": "Late"}]
+    invited = await client.patch(url, json={"invitees": late}, headers=host_headers)
+    assert invited.status_code == 200, invited.text
+    assert "late@example.com" in {i["email"] for i in invited.json()["invitees"]}
+
+    # Moving it into the past is still refused, naming the field that was sent.
+    past = (now - timedelta(hours=2)).isoformat()
+    moved = await client.patch(url, json={"start": past}, headers=host_headers)
+    assert moved.status_code == 422
+    assert moved.json()["errors"] == [{"field": "start", "reason": "must not be in the past"}]
+
+
+async def test_an_explicit_null_is_refused_naming_the_field_and_invites_nobody(
+    client: httpx.AsyncClient, host_headers: dict[str, str], state: AppState
+) -> None:
+    meeting = await created_meeting(client, host_headers)
+    before = await deliveries_of(state, meeting["id"])
+
+    for field in ("topic", "start", "duration_minutes", "timezone", "invitees"):
+        answer = await client.patch(
+            f"/api/v1/meetings/{meeting['id']}", json={field: None}, headers=host_headers
+        )
+        assert answer.status_code == 422, (field, answer.text)
+        assert answer.headers["content-type"].startswith("application/problem+json")
+        assert [e["field"] for e in answer.json()["errors"]] == [field]
+
+    assert await deliveries_of(state, meeting["id"]) == before
