@@ -6,18 +6,21 @@ files and chat messages. No field of ours has a use for it, so it is refused at 
 with a 422 `invalid-request` problem naming where it was: the parameter, or the body
 field's path (`invitees[0].name`), as every other validation error does.
 
-What is looked at: the path, the query string, and bodies sent as JSON or as a
-URL-encoded form. UTF-8 JSON can carry NUL only as the escape `\\u0000`, so a body
-without those six bytes (or a zero byte, as UTF-16 and UTF-32 JSON have) is passed on
-untouched after a substring search; only a suspicious body is parsed to name the field
-(and passed on if the bytes were an escaped backslash after all). Other bodies (multipart
-uploads) may hold NUL bytes legitimately and are not inspected: the incident form's text
-fields are checked by their schema (`incidents/schemas.py`).
+What is looked at: the path, the query string, and bodies sent as JSON, as a
+URL-encoded form or as a multipart form. UTF-8 JSON can carry NUL only as the escape
+`\\u0000`, so a body without those six bytes (or a zero byte, as UTF-16 and UTF-32 JSON
+have) is passed on untouched after a substring search; only a suspicious body is parsed to
+name the field (and passed on if the bytes were an escaped backslash after all). A
+multipart body is split into its parts only when it holds a zero byte, and only its text
+fields are refused: a file part (one with a filename) may hold NUL bytes legitimately.
+Any page form can be sent as multipart, so the forms' text is guarded whatever the
+encoding (the body-size limit outside this middleware bounds what is read).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qsl
@@ -57,7 +60,12 @@ class NulGuardMiddleware:
         if body is None:  # the client left mid-body; answered as the app's parser would
             await _refuse(scope, receive, send, "body", "the body was incomplete")
             return
-        field = _in_json(body) if kind == "json" else _in_urlencoded(body, fallback="body")
+        if isinstance(kind, bytes):
+            field = _in_multipart(body, boundary=kind)
+        elif kind == "json":
+            field = _in_json(body)
+        else:
+            field = _in_urlencoded(body, fallback="body")
         if field is not None:
             await _refuse(scope, receive, send, field)
             return
@@ -81,7 +89,8 @@ def _in_urlencoded(data: bytes, *, fallback: str) -> str | None:
     return None
 
 
-def _body_kind(scope: Scope) -> str | None:
+def _body_kind(scope: Scope) -> str | bytes | None:
+    """ "json", "form", a multipart body's boundary, or None for a body not looked at."""
     if scope["method"] in ("GET", "HEAD", "OPTIONS"):
         return None
     for name, value in scope["headers"]:
@@ -91,7 +100,39 @@ def _body_kind(scope: Scope) -> str | None:
                 return "json"
             if media == b"application/x-www-form-urlencoded":
                 return "form"
+            if media == b"multipart/form-data":
+                boundary = _BOUNDARY.search(value)
+                return (boundary.group(1) or boundary.group(2)) if boundary else None
             return None
+    return None
+
+
+_BOUNDARY = re.compile(rb'boundary=(?:"([^"]+)"|([^\s;]+))', re.IGNORECASE)
+_PART_NAME = re.compile(rb'\bname="([^"]*)"', re.IGNORECASE)
+
+
+def _in_multipart(body: bytes, *, boundary: bytes) -> str | None:
+    """The first text field of a multipart form holding a NUL byte (files may hold them)."""
+    if b"\x00" not in body:
+        return None
+    for part in body.split(b"--" + boundary):
+        head, blank_line, content = part.partition(b"\r\n\r\n")
+        if not blank_line or (b"\x00" not in content and b"\x00" not in head):
+            continue
+        disposition = next(
+            (
+                line
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"content-disposition:")
+            ),
+            b"",
+        )
+        if b"filename" in disposition.lower() and b"\x00" not in head:
+            continue  # a file's bytes are the file's business
+        name = _PART_NAME.search(disposition)
+        return (
+            name.group(1).replace(b"\x00", b"").decode("utf-8", "replace") if name else ""
+        ) or "body"
     return None
 
 

@@ -117,3 +117,19 @@ class TestUntouched:
             headers=host_headers | {"Content-Type": "application/json"},
         )
         assert response.status_code == 413
+
+
+class TestMultipartForms:
+    async def test_a_page_form_sent_as_multipart_is_guarded_too(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        # Any page form may arrive as multipart: its text fields are refused by name, as
+        # a URL-encoded form's are (a follow-ups form built its model from it: a 500).
+        response = await client.post(
+            "/incidents/some-id/follow-ups",
+            files={
+                "law_enforcement_contacted": (None, "yes"),
+                "law_enforcement_reference": (None, "case\x00123"),
+            },
+        )
+        assert_refused(response, "law_enforcement_reference")

@@ -103,3 +103,30 @@ async def test_other_bodies_are_not_read_by_the_guard() -> None:
     messages: list[Message] = [{"type": "http.request", "body": b"\x00\x00", "more_body": False}]
     app, sent = await run(messages, body_type=b"application/octet-stream")
     assert app.bodies == [b"\x00\x00"] and sent[0]["status"] == 204
+
+
+MULTIPART = b'multipart/form-data; boundary="b0undary"'
+
+
+def multipart(*parts: tuple[bytes, bytes]) -> bytes:
+    """A multipart body from (Content-Disposition parameters, content) pairs."""
+    body = b"".join(
+        b"--b0undary\r\nContent-Disposition: form-data; " + params + b"\r\n\r\n" + content + b"\r\n"
+        for params, content in parts
+    )
+    return body + b"--b0undary--\r\n"
+
+
+async def test_a_multipart_text_field_with_nul_is_refused_by_name() -> None:
+    body = multipart((b'name="csrf_token"', b"t"), (b'name="law_enforcement_reference"', b"a\x00b"))
+    app, sent = await run([{"type": "http.request", "body": body}], body_type=MULTIPART)
+    assert app.bodies == [] and sent[0]["status"] == 422
+    problem = json.loads(sent[1]["body"])
+    assert problem["errors"][0]["field"] == "law_enforcement_reference"
+
+
+async def test_a_multipart_file_may_hold_nul_bytes() -> None:
+    png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
+    body = multipart((b'name="summary"', b"fine"), (b'name="files"; filename="a.png"', png))
+    app, sent = await run([{"type": "http.request", "body": body}], body_type=MULTIPART)
+    assert app.bodies == [body] and sent[0]["status"] == 204
