@@ -31,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from provisioner.audit.models import AuditEvent
 from provisioner.crypto import CipherError, FieldCipher
 from provisioner.delivery.models import Delivery
+from provisioner.delivery.notices import NOTICE_ROLE
 from provisioner.meetings.codec import settings_from_json
 from provisioner.meetings.joins import open_join
 from provisioner.meetings.models import Meeting
@@ -53,12 +54,18 @@ log = structlog.get_logger(__name__)
 FORMAT = "provisioner.incident-evidence/1"
 PROVIDER_READ_TIMEOUT = 30.0  # each provider client has its own, shorter, timeouts
 MAX_AUDIT_EVENTS = 500
+_INCIDENT_NOTICE = "incident."  # the `kind` prefix of reporting's notices (notify.KIND)
 _CONTROLS = frozenset(c.value for c in Control)
 
 
 def canonical_json(value: Any) -> str:
     """The one serialisation that is hashed: sorted keys, no whitespace, UTF-8 as is."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _incident_notice(delivery: Delivery) -> bool:
+    notice = delivery.notice if delivery.role == NOTICE_ROLE else None
+    return isinstance(notice, dict) and str(notice.get("kind", "")).startswith(_INCIDENT_NOTICE)
 
 
 def digest(text: str) -> str:
@@ -80,14 +87,22 @@ class Records:
 
 
 async def read_records(session: AsyncSession, meeting: Meeting) -> Records:
-    """The meeting, invitees, deliveries and audit trail, with no join secret anywhere."""
-    deliveries = (
-        await session.scalars(
+    """The meeting, invitees, deliveries and audit trail, with no join secret anywhere.
+
+    Notices about earlier incident reports are left out, with their audit events: they
+    are the reporting's own mail (to a reporter's manager, to HR/security), not a record
+    of the meeting, and a later report's reader (the host, say) may not read the earlier
+    report they would point to.
+    """
+    deliveries = [
+        delivery
+        for delivery in await session.scalars(
             select(Delivery)
             .where(Delivery.meeting_id == meeting.id)
             .order_by(Delivery.created_at, Delivery.id)
         )
-    ).all()
+        if not _incident_notice(delivery)
+    ]
     targets = {meeting.id, *(d.id for d in deliveries)}
     if meeting.rotated_from_id:
         targets.add(meeting.rotated_from_id)

@@ -285,3 +285,33 @@ async def test_a_host_reporter_sees_the_snapshot_but_not_the_responders_work(
         f"/api/v1/incidents/{incident_id}/provider-notice", headers=host_headers
     )
     assert notice.status_code == 403
+
+
+async def test_a_later_report_carries_no_notice_of_an_earlier_one(
+    client: httpx.AsyncClient,
+    host_headers: dict[str, str],
+    invitee_headers: dict[str, str],
+    state: AppState,
+    fake: FakeProvider,
+) -> None:
+    # Ana reports; her manager and security are told. The host may not read her report,
+    # so the host's own report must not show those notices (nor their audit events).
+    meeting = await created_meeting(client, host_headers, provider="fake")
+    by_ana = await client.post(
+        "/api/v1/incidents", json=report_body(meeting["id"]), headers=invitee_headers
+    )
+    assert by_ana.status_code == 201
+    await state.worker.drain()
+    earlier = {row.id for row in await notice_rows(state, meeting["id"])}
+    assert earlier  # the manager's and security's notices exist
+
+    by_host = await client.post(
+        "/api/v1/incidents", json=report_body(meeting["id"], attachments=[]), headers=host_headers
+    )
+
+    assert by_host.status_code == 201, by_host.text
+    evidence = by_host.json()["evidence"]
+    assert {d["role"] for d in evidence["deliveries"]} <= {"host", "invitee"}
+    assert evidence["deliveries"]  # the invitations are still the record
+    assert not earlier & {e["target_id"] for e in evidence["audit_trail"]}
+    assert "mgr@example.com" not in by_host.text
