@@ -113,6 +113,34 @@ async def claim_key(
         await asyncio.sleep(_POLL_SECONDS)
 
 
+async def find_replay(
+    db: Database, *, scope: str, key: str, fingerprint: str, cipher: FieldCipher
+) -> Replay | None:
+    """The stored response of a completed request with this key and body, if there is one.
+
+    For a request refused before it could claim its key (its start has passed since the
+    first attempt, say): a retry of a request that succeeded replays that success rather
+    than refusing what was already created. Anything else (no key, another body, still
+    in flight, expired) is None, and the refusal stands.
+    """
+    async with db.session() as session:
+        existing = (await session.execute(_FIND, {"scope": scope, "key": key})).one_or_none()
+    if (
+        existing is None
+        or existing.expires_at <= utcnow()
+        or existing.request_hash != fingerprint
+        or existing.state != KeyState.COMPLETED
+        or existing.response_secret is None
+    ):
+        return None
+    return _replay(existing, cipher)
+
+
+def _replay(existing: Any, cipher: FieldCipher) -> Replay:
+    body = json.loads(cipher.decrypt(existing.response_secret, context=_context(existing.id)))
+    return Replay(status=existing.response_status or 200, body=body, meeting_id=existing.meeting_id)
+
+
 async def _claim_at_commit(
     db: Database,
     row: dict[str, Any],
@@ -185,10 +213,7 @@ async def _try_claim(
             "use a new key for a new request"
         )
     if existing.state == KeyState.COMPLETED and existing.response_secret is not None:
-        body = json.loads(cipher.decrypt(existing.response_secret, context=_context(existing.id)))
-        return Replay(
-            status=existing.response_status or 200, body=body, meeting_id=existing.meeting_id
-        )
+        return _replay(existing, cipher)
     return None
 
 

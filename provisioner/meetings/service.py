@@ -31,14 +31,19 @@ from provisioner.auth.principal import Principal
 from provisioner.briefing.service import require_acknowledged
 from provisioner.crypto import FieldCipher
 from provisioner.db import Database, utcnow
-from provisioner.errors import FieldError
+from provisioner.errors import FieldError, ProvisionerError
 from provisioner.idempotency.service import (
     Claimed,
     Replay,
     claim_key,
+    find_replay,
 )
 from provisioner.meetings.codec import settings_to_json
-from provisioner.meetings.enforcement import confirmed_enforcement, plan_enforcement
+from provisioner.meetings.enforcement import (
+    EnforcementPlan,
+    confirmed_enforcement,
+    plan_enforcement,
+)
 from provisioner.meetings.errors import (
     ControlNotEnforceable,
     InvalidRequest,
@@ -49,6 +54,7 @@ from provisioner.meetings.store import fail_provisioning, store_verified
 from provisioner.observability.metrics import observes_provisioning
 from provisioner.policy.document import BriefingAcknowledgementMode, PolicyDocument
 from provisioner.policy.errors import PolicyViolation
+from provisioner.policy.model import EffectivePolicy
 from provisioner.policy.resolve import resolve_policy
 from provisioner.prepared import Prepared, with_defaults
 from provisioner.providers.base import (
@@ -129,6 +135,54 @@ def _check_request(
     return invitees
 
 
+async def _admit(
+    deps: Provisioning,
+    *,
+    request: MeetingCreate,
+    requester: Principal,
+    provider: MeetingProvider,
+    now: datetime,
+) -> tuple[list[Person], EffectivePolicy, EnforcementPlan]:
+    """Every check before anything is written: the request, the policy, the briefing.
+
+    Returns the invitees (without the host), the effective policy and its plan.
+    """
+    invitees = _check_request(
+        request,
+        requester,
+        max_invitees=deps.settings.api.max_invitees,
+        now=now,
+        channels=deps.channels,
+    )
+    policy = resolve_policy(
+        deps.policy,
+        groups=requester.groups,
+        request=request.settings,
+        duration_minutes=request.duration_minutes,
+        invitee_emails=[invitee.email for invitee in request.invitees],
+    )
+    plan = plan_enforcement(policy, provider.capabilities)
+    if plan.unenforceable_required:
+        names = sorted(plan.unenforceable_required)
+        raise ControlNotEnforceable(
+            f"{provider.name} cannot enforce {', '.join(names)}, which the policy "
+            "requires; choose another provider",
+            errors=tuple(FieldError("provider", f"cannot enforce {name}") for name in names),
+        )
+    if deps.policy.briefing_acknowledgement is BriefingAcknowledgementMode.REQUIRED:
+        # Before anything is created: a host who has not read the provider's briefing is
+        # told where to read it, and nothing else happens. (No query when the policy is off.)
+        async with deps.db.session() as session:
+            await require_acknowledged(
+                session,
+                policy=deps.policy,
+                host=requester,
+                provider=provider.name,
+                base_url=deps.settings.api.public_url,
+            )
+    return invitees, policy, plan
+
+
 @observes_provisioning
 async def provision_meeting(
     deps: Provisioning,
@@ -145,7 +199,8 @@ async def provision_meeting(
     """Create one unique meeting under the requester's effective policy and queue delivery.
 
     Returns:
-        The 201 response body (or the replay of the first response for a repeated key).
+        The 201 response body (or the replay of the first response for a repeated key,
+        also when the repeat itself would now be refused: its start has passed since).
         Keys are scoped to `idempotency_scope` (the caller; defaults to the requester, who
         differs from the caller when an integration acts on someone's behalf).
         `reveal_host_join=False` leaves the host's link and passcode out of the response and
@@ -163,45 +218,33 @@ async def provision_meeting(
         VerificationFailed: the read-back contradicted the policy; the meeting was deleted.
     """
     now = utcnow()
-    invitees = _check_request(
-        request,
-        requester,
-        max_invitees=deps.settings.api.max_invitees,
-        now=now,
-        channels=deps.channels,
-    )
-    duration = timedelta(minutes=request.duration_minutes)
     try:
-        policy = resolve_policy(
-            deps.policy,
-            groups=requester.groups,
-            request=request.settings,
-            duration_minutes=request.duration_minutes,
-            invitee_emails=[invitee.email for invitee in request.invitees],
+        invitees, policy, plan = await _admit(
+            deps, request=request, requester=requester, provider=provider, now=now
         )
-        plan = plan_enforcement(policy, provider.capabilities)
-        if plan.unenforceable_required:
-            names = sorted(plan.unenforceable_required)
-            raise ControlNotEnforceable(
-                f"{provider.name} cannot enforce {', '.join(names)}, which the policy "
-                "requires; choose another provider",
-                errors=tuple(FieldError("provider", f"cannot enforce {name}") for name in names),
+    except ProvisionerError as refusal:
+        # A retry of a request that was created must get its answer, even when it would
+        # be refused today: its start has passed, the policy or the briefing changed.
+        replay = (
+            await find_replay(
+                deps.db,
+                scope=idempotency_scope or requester.subject,
+                key=idempotency_key,
+                fingerprint=fingerprint,
+                cipher=deps.cipher,
             )
-    except (PolicyViolation, ControlNotEnforceable) as refusal:
-        await _record_refusal(deps.db, requester, refusal, provider=provider.name)
+            if idempotency_key is not None
+            else None
+        )
+        if replay is not None:
+            log.info("meeting.replayed", meeting_id=replay.meeting_id)
+            return Provisioned(
+                status=replay.status, body=replay.body, meeting_id=replay.meeting_id, replayed=True
+            )
+        if isinstance(refusal, PolicyViolation | ControlNotEnforceable):
+            await _record_refusal(deps.db, requester, refusal, provider=provider.name)
         raise
-
-    if deps.policy.briefing_acknowledgement is BriefingAcknowledgementMode.REQUIRED:
-        # Before anything is created: a host who has not read the provider's briefing is
-        # told where to read it, and nothing else happens. (No query when the policy is off.)
-        async with deps.db.session() as session:
-            await require_acknowledged(
-                session,
-                policy=deps.policy,
-                host=requester,
-                provider=provider.name,
-                base_url=deps.settings.api.public_url,
-            )
+    duration = timedelta(minutes=request.duration_minutes)
     meeting_id = str(uuid.uuid4())
     spec = MeetingSpec(
         meeting_id=meeting_id,

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import func, select
 
 from provisioner.app import build_state, close_state, create_app
 from provisioner.audit.models import AuditEvent
 from provisioner.auth.local_issuer import LocalIssuer
 from provisioner.delivery.models import Delivery
+from provisioner.meetings import service
 from provisioner.meetings.models import Meeting
 from provisioner.settings import Settings
 from provisioner.state import AppState
@@ -210,6 +213,37 @@ class TestIdempotency:
         assert (await client.post("/api/v1/meetings", json=bad, headers=headers)).status_code == 422
         good = await client.post("/api/v1/meetings", json=bad | {"settings": None}, headers=headers)
         assert good.status_code == 201
+
+    async def test_a_retry_after_the_start_has_passed_replays_the_first_answer(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        monkeypatch: pytest.MonkeyPatch,
+    ) -> None:
+        # A calendar client that timed out retries later with the same key and body: it
+        # must learn that its meeting exists, not be told the start is in the past.
+        headers = host_headers | {"Idempotency-Key": "k-late"}
+        body = meeting_body()  # a week ahead
+        first = await client.post("/api/v1/meetings", json=body, headers=headers)
+        assert first.status_code == 201
+        real = service.utcnow
+        monkeypatch.setattr(service, "utcnow", lambda: real() + timedelta(days=8))
+
+        retry = await client.post("/api/v1/meetings", json=body, headers=headers)
+        assert retry.status_code == 201, retry.text
+        assert retry.headers["idempotent-replayed"] == "true"
+        assert retry.json() == first.json()
+        assert await count(state, Meeting) == 1
+
+        # Without the key, or with another body, the refusal stands.
+        fresh = await client.post("/api/v1/meetings", json=body, headers=host_headers)
+        assert fresh.status_code == 422 and fresh.json()["errors"][0]["field"] == "start"
+        other = await client.post(
+            "/api/v1/meetings", json=body | {"topic": "Other"}, headers=headers
+        )
+        assert other.status_code == 422 and other.json()["errors"][0]["field"] == "start"
+        assert await count(state, Meeting) == 1
 
 
 class TestReadMeetings:
