@@ -34,6 +34,7 @@ from provisioner.delivery.teams_chat import TeamsChatChannel
 from provisioner.delivery.worker import DeliveryWorker
 from provisioner.incidents import pages as incident_pages
 from provisioner.incidents import routes as incident_routes
+from provisioner.incidents.limits import incident_body_limits
 from provisioner.meetings import routes as meeting_routes
 from provisioner.meetings.reconcile import reconcile_periodically, reconcile_stale
 from provisioner.middleware import (
@@ -237,7 +238,11 @@ def create_app(
         state.worker.metrics = app.state.metrics
     add_exception_handlers(app)
     app.add_middleware(NulGuardMiddleware)  # inside the size limit: reads bounded bodies
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.api.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimitMiddleware,
+        max_bytes=settings.api.max_body_bytes,
+        larger=incident_body_limits(settings),
+    )
     https = settings.api.public_url.startswith("https://")
     issuer = urlsplit(settings.oidc.issuer)
     app.add_middleware(

@@ -6,6 +6,7 @@ import json
 import re
 import time
 import uuid
+from collections.abc import Mapping
 
 import structlog
 from starlette.exceptions import HTTPException
@@ -71,19 +72,31 @@ class RequestContextMiddleware:
 
 
 class BodySizeLimitMiddleware:
-    """Refuse bodies over `max_bytes` with 413 before they are read into memory."""
+    """Refuse bodies over `max_bytes` with 413 before they are read into memory.
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    `larger` names the few routes (method, path) that carry files and get their own
+    limit, so that one screenshot does not need every route to accept megabytes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        larger: Mapping[tuple[str, str], int] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.larger.get((scope["method"], scope["path"]), self.max_bytes)
         declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(scope, send)
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await self._reject(scope, send, limit)
             return
         received = 0
         too_large = False
@@ -93,7 +106,7 @@ class BodySizeLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     too_large = True
                     raise _TooLarge()
             return message
@@ -101,15 +114,15 @@ class BodySizeLimitMiddleware:
         try:
             await self.app(scope, limited_receive, send)
         except _TooLarge:
-            await self._reject(scope, send)
+            await self._reject(scope, send, limit)
 
-    async def _reject(self, scope: Scope, send: Send) -> None:
+    async def _reject(self, scope: Scope, send: Send, limit: int) -> None:
         body = json.dumps(
             {
                 "type": TYPE_BASE + "request-too-large",
                 "title": "Request body too large",
                 "status": 413,
-                "detail": f"the body exceeds {self.max_bytes} bytes",
+                "detail": f"the body exceeds {limit} bytes",
                 "instance": scope["path"],
             }
         ).encode()

@@ -338,7 +338,7 @@ class IncidentsSettings(Section):
     max_attachment_bytes: int = Field(
         default=2 * 1024 * 1024,
         ge=1024,
-        description="Per file; the whole request is also capped by api.max_body_bytes.",
+        description="Per file; the report routes accept max_attachments of these.",
     )
     attachment_types: tuple[str, ...] = (
         "image/png",
