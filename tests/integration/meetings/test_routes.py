@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from provisioner.app import build_state, close_state, create_app
 from provisioner.audit.models import AuditEvent
 from provisioner.auth.local_issuer import LocalIssuer
+from provisioner.db import utcnow
 from provisioner.delivery.models import Delivery
 from provisioner.meetings import service
 from provisioner.meetings.models import Meeting
@@ -227,8 +228,8 @@ class TestIdempotency:
         body = meeting_body()  # a week ahead
         first = await client.post("/api/v1/meetings", json=body, headers=headers)
         assert first.status_code == 201
-        real = service.utcnow
-        monkeypatch.setattr(service, "utcnow", lambda: real() + timedelta(days=8))
+        # A week and a day later, as the create's checks see the time.
+        monkeypatch.setattr(service, "utcnow", lambda: utcnow() + timedelta(days=8))
 
         retry = await client.post("/api/v1/meetings", json=body, headers=headers)
         assert retry.status_code == 201, retry.text
