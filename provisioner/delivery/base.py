@@ -56,6 +56,9 @@ class DeliveryContext:
     `join` is secret; `personal` says the link identifies this recipient alone.
     `not_enforced` lists controls the provider could not enforce (shown to the host).
     `actions` are the host's emergency links; channels show them to the host only.
+    `uninvited` marks a CANCEL that takes this one invitee off a meeting that goes on
+    (RFC 5546 3.2.5), as opposed to one cancelling the whole meeting: it must say so,
+    and its .ics must not carry STATUS:CANCELLED.
     """
 
     delivery_id: str
@@ -77,6 +80,8 @@ class DeliveryContext:
     not_enforced: frozenset[Control]
     # Host copies only: the one-click emergency links (empty for invitees, always).
     actions: tuple[HostAction, ...] = ()
+    # CANCEL only: this invitee was taken off the meeting; everyone else still meets.
+    uninvited: bool = False
 
 
 @dataclass(frozen=True)

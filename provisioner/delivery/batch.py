@@ -1,22 +1,24 @@
 """Turn a worker's claimed delivery ids into what each send needs, or retire the row.
 
-Everything is read in three queries for the whole batch, not three per delivery. A row
-that must not go out (its meeting or invitee gone, the invitation outdated by a later
-change) is superseded; one that cannot (its join details unreadable or missing) dies
-alone, with the dead-letter alerts queued, so it never holds its batch hostage.
+Everything is read in four queries for the whole batch, not four per delivery. A row
+that must not go out (its meeting or invitee gone, the message outdated by a later one to
+the same recipient, an invitation to a meeting that is over) is superseded; one that
+cannot (its join details missing, anything in it unreadable) dies alone, with the
+dead-letter alerts queued, so it never holds its batch hostage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioner.audit.service import record_event
-from provisioner.crypto import CipherError, FieldCipher
+from provisioner.crypto import FieldCipher
 from provisioner.db import utcnow
 from provisioner.delivery.alerts import (
     ALERT_ROLE,
@@ -40,6 +42,10 @@ if TYPE_CHECKING:  # the actions package imports meetings, which the worker must
 log = structlog.get_logger(__name__)
 
 Sendable = DeliveryContext | DeadLetterAlert | PrivateNotice
+
+# The newest sequence queued for each recipient of a meeting: (meeting id, invitee id),
+# the host's being the one without an invitee.
+LatestSequences = dict[tuple[str, str | None], int]
 
 
 class BatchLoader:
@@ -83,11 +89,33 @@ class BatchLoader:
             i.id: i
             for i in await session.scalars(select(Invitee).where(Invitee.id.in_(invitee_ids)))
         }
+        latest = await _latest_sequences(session, meetings.keys(), invitee_ids)
         loaded: list[tuple[Delivery, Sendable]] = []
         for delivery in sorted(deliveries, key=lambda d: ids.index(d.id)):
             meeting = meetings.get(delivery.meeting_id)
             invitee = invitees.get(delivery.invitee_id) if delivery.invitee_id else None
-            sendable = await self._sendable(session, delivery, meeting, invitee)
+            newest = latest.get((delivery.meeting_id, delivery.invitee_id), delivery.sequence)
+            try:
+                sendable = await self._sendable(session, delivery, meeting, invitee, newest)
+            except SQLAlchemyError:
+                # The database failed, not the row: the session is no longer usable, and
+                # the whole batch is claimed again once its lease runs out.
+                raise
+            except Exception as exc:
+                # One unreadable row (a data key gone, a rekey that missed it, a corrupt
+                # column) must not hold its whole batch hostage: it dies alone, and the
+                # host and IT hear. Only the exception's type is kept: its message may
+                # quote the row.
+                await self._retire(
+                    session, delivery, DeliveryStatus.DEAD, f"unreadable row: {type(exc).__name__}"
+                )
+                # As for a dead send (outcomes.py): the dead-letter alert speaks of a
+                # missed invitation, which would mislead about a notice.
+                if meeting is not None and delivery.role != NOTICE_ROLE:
+                    await queue_dead_letter_alerts(
+                        session, delivery, meeting, it_emails=self._settings.alert_emails
+                    )
+                continue
             if sendable is not None:
                 loaded.append((delivery, sendable))
         return loaded
@@ -98,8 +126,14 @@ class BatchLoader:
         delivery: Delivery,
         meeting: Meeting | None,
         invitee: Invitee | None,
+        newest: int,
     ) -> Sendable | None:
-        """What `delivery` sends; None when it was retired instead."""
+        """What `delivery` sends; None when it was retired instead. `newest` is the
+        highest sequence queued for the same recipient of the same meeting.
+
+        Raises:
+            Whatever reading the row raised (it is then retired by the caller).
+        """
         if meeting is not None and delivery.role == ALERT_ROLE:
             return alert_for(delivery, meeting)
         if meeting is not None and delivery.role == NOTICE_ROLE:
@@ -110,21 +144,14 @@ class BatchLoader:
             reason = "the meeting or invitee no longer exists"
             await self._retire(session, delivery, DeliveryStatus.SUPERSEDED, reason)
             return None
-        if _outdated(delivery, meeting):
-            reason = f"meeting is {meeting.state} at sequence {meeting.sequence}"
+        if _outdated(delivery, meeting, newest):
+            reason = (
+                f"meeting is {meeting.state} at sequence {meeting.sequence}; "
+                f"the newest message to this recipient is at sequence {newest}"
+            )
             await self._retire(session, delivery, DeliveryStatus.SUPERSEDED, reason)
             return None
-        try:
-            context = await self._context(session, delivery, meeting, invitee)
-        except (CipherError, ValueError, KeyError) as exc:
-            # One unreadable row (a data key gone, a rekey that missed it) must not hold
-            # its whole batch hostage: it dies alone, and the host and IT hear.
-            reason = f"unreadable row: {type(exc).__name__}"
-            await self._retire(session, delivery, DeliveryStatus.DEAD, reason)
-            await queue_dead_letter_alerts(
-                session, delivery, meeting, it_emails=self._settings.alert_emails
-            )
-            return None
+        context = await self._context(session, delivery, meeting, invitee)
         if context is None:
             reason = "no join details were stored for this recipient"
             await self._retire(session, delivery, DeliveryStatus.DEAD, reason)
@@ -186,12 +213,13 @@ class BatchLoader:
                 target_id=meeting.id,
                 details={},
             )
+        method = Method(delivery.method)
         return DeliveryContext(
             delivery_id=delivery.id,
             meeting_id=meeting.id,
             uid=meeting.ics_uid,
             sequence=delivery.sequence,
-            method=Method(delivery.method),
+            method=method,
             topic=meeting.topic,
             start=meeting.starts_at,
             end=meeting.ends_at,
@@ -205,16 +233,53 @@ class BatchLoader:
             settings=settings_from_json(meeting.settings),
             not_enforced=frozenset(Control(c) for c in meeting.not_enforced),
             actions=actions,
+            uninvited=_uninvited(method, meeting, invitee),
         )
 
 
-def _outdated(delivery: Delivery, meeting: Meeting) -> bool:
-    """An invitation older than the meeting's latest change, or for a meeting that is over,
-    must not go out: a cancelled meeting's link would reach people after its CANCEL."""
-    if delivery.sequence < meeting.sequence:
+async def _latest_sequences(
+    session: AsyncSession, meeting_ids: Iterable[str], invitee_ids: Iterable[str]
+) -> LatestSequences:
+    """The newest sequence queued for these invitees and the hosts of these meetings,
+    whatever became of it; alerts and notices are reports, not messages about the
+    meeting, and do not count."""
+    rows = await session.execute(
+        select(Delivery.meeting_id, Delivery.invitee_id, func.max(Delivery.sequence))
+        .where(
+            Delivery.meeting_id.in_(list(meeting_ids)),
+            Delivery.role.in_((Role.HOST, Role.INVITEE)),
+            # Only the batch's recipients: a large meeting's other invitees are not read.
+            or_(Delivery.invitee_id.in_(list(invitee_ids)), Delivery.invitee_id.is_(None)),
+        )
+        .group_by(Delivery.meeting_id, Delivery.invitee_id)
+    )
+    return {(meeting_id, invitee_id): newest for meeting_id, invitee_id, newest in rows}
+
+
+# Meetings that will not take place (any more): their link must not go out again.
+_OVER = (MeetingState.CANCELLED, MeetingState.FAILED, MeetingState.ENDED, MeetingState.ROTATED)
+
+
+def _outdated(delivery: Delivery, meeting: Meeting, newest: int) -> bool:
+    """A message older than the newest one queued for the same recipient must not go out,
+    nor an invitation to a meeting that is over: a cancelled meeting's link would reach
+    people after its CANCEL, a rotated one's after its replacement.
+
+    Older only for the same recipient: a change after someone was taken off the meeting
+    queues nothing for them, and their CANCEL must still reach them.
+    """
+    if delivery.sequence < newest:
         return True
-    return delivery.method == Method.REQUEST and meeting.state in (
-        MeetingState.CANCELLED,
-        MeetingState.FAILED,
-        MeetingState.ENDED,
+    return delivery.method == Method.REQUEST and meeting.state in _OVER
+
+
+def _uninvited(method: Method, meeting: Meeting, invitee: Invitee | None) -> bool:
+    """A CANCEL to someone taken off a meeting that goes on (RFC 5546 3.2.5): it withdraws
+    their invitation and must not read, or tell their calendar, that the meeting was
+    cancelled. Once the meeting itself is cancelled (or failed), that is the news."""
+    return (
+        method is Method.CANCEL
+        and invitee is not None
+        and invitee.removed_at is not None
+        and meeting.state not in (MeetingState.CANCELLED, MeetingState.FAILED)
     )

@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from urllib.parse import urlsplit
 
+import idna
 import jinja2
 
 from provisioner.briefing.content import load_briefing
@@ -56,7 +57,8 @@ from provisioner.delivery.transports import (
 from provisioner.providers.base import Person
 from provisioner.settings import EmailSettings
 
-# What the email package raises for an address it cannot parse.
+# What the email package raises for an address it cannot parse (and idna, a UnicodeError,
+# for a domain that is no valid internationalised name).
 _BAD_ADDRESS = (ValueError, IndexError, HeaderParseError)
 
 
@@ -281,6 +283,8 @@ def _parse_sender(sender: str) -> Address:
     try:
         message["From"] = sender
         addresses = message["From"].addresses
+        if len(addresses) == 1:
+            addresses = (_ascii_domain(addresses[0]),)
     except _BAD_ADDRESS:
         addresses = ()
     if len(addresses) != 1 or not addresses[0].domain:
@@ -293,8 +297,11 @@ def _recipient_address(context: DeliveryContext) -> Address:
     """The one To address. A line break in the name is flattened (names are the
     user's to choose); anything but a single plain address is refused."""
     try:
-        address = Address(
-            display_name=single_line(context.recipient.name), addr_spec=context.recipient.email
+        address = _ascii_domain(
+            Address(
+                display_name=single_line(context.recipient.name),
+                addr_spec=context.recipient.email,
+            )
         )
     except _BAD_ADDRESS as exc:
         raise ChannelRejected(
@@ -312,7 +319,9 @@ def _private_address(
 ) -> Address:
     """The one To address of an alert or notice; anything but one valid address is refused."""
     try:
-        address = Address(display_name=single_line(person.name), addr_spec=person.email)
+        address = _ascii_domain(
+            Address(display_name=single_line(person.name), addr_spec=person.email)
+        )
     except _BAD_ADDRESS as exc:
         raise ChannelRejected(
             f"delivery {delivery_id}: the {what} address is not one valid address"
@@ -326,11 +335,35 @@ def _organizer_address(context: DeliveryContext) -> Address | None:
     """Replies (questions about the meeting) should reach the organizer rather than
     the service's mailbox; an unusable organizer address just means no Reply-To."""
     try:
-        return Address(
-            display_name=single_line(context.organizer.name), addr_spec=context.organizer.email
+        return _ascii_domain(
+            Address(
+                display_name=single_line(context.organizer.name),
+                addr_spec=context.organizer.email,
+            )
         )
     except _BAD_ADDRESS:
         return None
+
+
+def _ascii_domain(address: Address) -> Address:
+    """`address` with an internationalised domain in its ASCII (IDNA) form.
+
+    `ivan@bücher.example` and `ivan@xn--bcher-kva.example` are the same mailbox, but only
+    the second can cross a relay without SMTPUTF8 (aiosmtplib refuses to send otherwise),
+    and a non-ASCII domain in a header would be mangled into an encoded word. A non-ASCII
+    local part has no ASCII form: such an address is left as it is (the email package
+    refuses it; were it sent, only a relay offering SMTPUTF8 would take it).
+
+    Raises:
+        idna.IDNAError (a ValueError): the domain is no valid internationalised name.
+    """
+    if address.domain.isascii() or not address.username.isascii():
+        return address
+    # UTS 46 mapping (case folding, full-width dots) as browsers do, without the
+    # IDNA 2003 transitional mapping that would turn `straße.de` into `strasse.de`,
+    # another domain.
+    domain = idna.encode(address.domain, uts46=True).decode("ascii")
+    return Address(display_name=address.display_name, username=address.username, domain=domain)
 
 
 def _check_join_url(url: str) -> None:
@@ -342,6 +375,8 @@ def _check_join_url(url: str) -> None:
 
 def _subject(context: DeliveryContext) -> str:
     topic = single_line(context.topic)
+    if context.uninvited:
+        return f"Invitation withdrawn: {topic}"
     if context.method is Method.CANCEL:
         return f"Cancelled: {topic}"
     if context.role is Role.HOST:
@@ -360,6 +395,8 @@ def _template_values(context: DeliveryContext, subject: str) -> dict[str, object
         "end": context.end,
         "timezone": context.timezone,
         "is_host": is_host,
+        # A CANCEL taking only this invitee off: the meeting itself goes on.
+        "uninvited": context.uninvited,
         "organizer": single_line(context.organizer.name) or context.organizer.email,
         "recipient": single_line(context.recipient.name) or context.recipient.email,
         "provider": provider_label(context.provider),

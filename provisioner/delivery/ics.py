@@ -5,6 +5,12 @@ calendar client shows every attendee it is given, so a shared attendee list woul
 each invitee who else was invited (and, forwarded, tell strangers). The UID is stable for
 the meeting's whole life and SEQUENCE grows with each update, so a client replaces the
 earlier invitation rather than adding a second one.
+
+Times are written as local time in the meeting's zone (with its VTIMEZONE), so a client
+shows them as the host meant them -- except when the start or end falls in an hour the
+clocks repeat or skip: RFC 5545 3.3.5 reads a repeated local time as its *first*
+occurrence, so a meeting in the second one would be shown an hour early. Such a meeting's
+DTSTART and DTEND are both written in UTC, which means one instant only.
 """
 
 from __future__ import annotations
@@ -35,7 +41,9 @@ def build_invitation(
 
     A REQUEST carries the join details (LOCATION, URL, DESCRIPTION); a CANCEL does
     not, because the client only needs the UID to remove the event and the link is a
-    secret that should travel as rarely as possible.
+    secret that should travel as rarely as possible. A CANCEL that only takes this
+    invitee off the meeting (`context.uninvited`) carries no STATUS: RFC 5546 3.2.5
+    keeps STATUS:CANCELLED for cancelling the whole event.
 
     Args:
         context: the meeting and the one person it is for.
@@ -55,6 +63,10 @@ def build_invitation(
     zone = meeting_zone(context.timezone)
     start = context.start.astimezone(zone)
     end = context.end.astimezone(zone)
+    if _ambiguous(start) or _ambiguous(end):
+        # Both in UTC, not just the ambiguous one: a client then has one way to read
+        # the event's times, and DTEND cannot end up before DTSTART.
+        start, end = start.astimezone(UTC), end.astimezone(UTC)
     cancelled = context.method is Method.CANCEL
 
     event = icalendar.Event()
@@ -66,7 +78,8 @@ def build_invitation(
     event.add("summary", context.topic)
     event.add("organizer", _address(context.organizer))
     event.add("attendee", _attendee(context))
-    event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
+    if not context.uninvited:
+        event.add("status", "CANCELLED" if cancelled else "CONFIRMED")
     # Calendars are often shared with colleagues or assistants; PRIVATE asks clients
     # to show them "busy" rather than the description, which holds the join link.
     event.add("class", "PRIVATE")
@@ -74,6 +87,8 @@ def build_invitation(
         event.add("location", context.join.url)
         event.add("url", context.join.url)
         event.add("description", describe_join(context))
+    elif context.uninvited:
+        event.add("description", "Your invitation to this meeting has been withdrawn.")
     else:
         event.add("description", "This meeting has been cancelled.")
 
@@ -83,6 +98,7 @@ def build_invitation(
     calendar.add("calscale", "GREGORIAN")
     calendar.add("method", context.method.value)
     calendar.add_component(event)
+    # Adds nothing when the times were written in UTC.
     calendar.add_missing_timezones(
         first_date=start.date() - _ZONE_MARGIN,
         last_date=end.date() + _ZONE_MARGIN,
@@ -101,6 +117,13 @@ def describe_join(context: DeliveryContext) -> str:
         lines.append(PERSONAL_NOTICE)
     lines.append(PUBLIC_NOTICE)
     return "\n".join(lines)
+
+
+def _ambiguous(local: datetime) -> bool:
+    """Whether `local`'s wall-clock time in its zone names two instants (the hour the
+    clocks go back) or none (the hour they skip): the other `fold` then has another
+    offset."""
+    return local.utcoffset() != local.replace(fold=1 - local.fold).utcoffset()
 
 
 def _attendee(context: DeliveryContext) -> icalendar.vCalAddress:

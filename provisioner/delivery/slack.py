@@ -167,6 +167,8 @@ def message_values(context: DeliveryContext) -> dict[str, object]:
         ) from None
     values: dict[str, object] = {
         "is_host": is_host,
+        # A CANCEL taking only this invitee off: the meeting itself goes on.
+        "uninvited": context.uninvited,
         "topic": escape_mrkdwn(_short(context.topic)),
         "when": escape_mrkdwn(when),
         "provider": provider,
@@ -219,6 +221,8 @@ def briefing_values(context: DeliveryContext, templates: jinja2.Environment) -> 
 def fallback_text(context: DeliveryContext) -> str:
     """The notification line: what and from whom, never the link or passcode."""
     topic = escape_mrkdwn(_short(context.topic))
+    if context.uninvited:
+        return f"Invitation withdrawn: {topic}"
     if context.method is Method.CANCEL:
         return f"Cancelled: {topic}"
     if context.role is Role.HOST:

@@ -108,6 +108,8 @@ def message_values(context: DeliveryContext) -> dict[str, object]:
         ) from None
     values: dict[str, object] = {
         "is_host": is_host,
+        # A CANCEL taking only this invitee off: the meeting itself goes on.
+        "uninvited": context.uninvited,
         "topic": _short(context.topic),
         "when": when,
         "provider": provider_label(context.provider),

@@ -6,8 +6,11 @@ from the class alone:
     ChannelError
     ├── ChannelRetriable            connection refused, timeouts, dropped connections, 4xx
     │   └── MailRelayMisconfigured  credentials refused, STARTTLS missing, certificate
-    │                               rejected: every delivery fails until an operator acts
-    └── ChannelRejected             5xx for this message (recipient, sender or content)
+    │                               rejected, a sender address needing SMTPUTF8: every
+    │                               delivery fails until an operator acts
+    └── ChannelRejected             5xx for this message (recipient, sender or content), or
+                                    an address with a non-ASCII local part that the relay
+                                    cannot take (no SMTPUTF8)
 
 Why a failed login is retriable and not rejected: nothing is wrong with the message.
 Dead-lettering every delivery because a password was rotated would lose invitations
@@ -30,6 +33,7 @@ import tempfile
 import uuid
 from datetime import UTC, datetime
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import make_msgid
 from pathlib import Path
@@ -295,12 +299,31 @@ async def _send_once(smtp: aiosmtplib.SMTP, message: EmailMessage) -> None:
         _raise_for_code(code, "the mail relay refused the recipient", exc)
     except aiosmtplib.SMTPServerDisconnected as exc:
         raise _SessionClosed from exc
+    except aiosmtplib.SMTPNotSupported as exc:
+        # Raised before anything is sent, for an address with a non-ASCII local part
+        # (a domain is sent in its ASCII form) when the relay lacks SMTPUTF8. Retrying
+        # cannot help: this relay will refuse the address tomorrow too, so the host
+        # should hear now, not after a day of retries. Unless the address is our own
+        # sender's: then every message fails until an operator acts.
+        if not _sender_is_ascii(message):
+            raise MailRelayMisconfigured(
+                "the mail relay does not offer SMTPUTF8, which email.sender needs"
+            ) from exc
+        raise ChannelRejected(
+            "the mail relay cannot take this internationalised address (no SMTPUTF8)"
+        ) from exc
     except (aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
         raise ChannelRetriable("the mail relay did not answer in time") from exc
     except aiosmtplib.SMTPException as exc:
         raise ChannelRetriable(f"the SMTP session failed ({type(exc).__name__})") from exc
     except OSError as exc:
         raise ChannelRetriable("the connection to the mail relay failed") from exc
+
+
+def _sender_is_ascii(message: EmailMessage) -> bool:
+    """Whether the From address (not its display name) is plain ASCII."""
+    addresses: tuple[Address, ...] = getattr(message["From"], "addresses", ())
+    return all(address.addr_spec.isascii() for address in addresses)
 
 
 def _tls_context(ca_file: Path | None) -> ssl.SSLContext:

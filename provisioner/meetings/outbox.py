@@ -2,8 +2,10 @@
 
 Every change that people must hear about -- a new meeting, a reschedule, a cancellation --
 adds one delivery row per recipient carrying the meeting's current SEQUENCE, in the same
-transaction as the change itself. Older deliveries still waiting are superseded: nobody
-should receive an invitation for times that no longer hold.
+transaction as the change itself. A recipient's older deliveries still waiting are
+superseded by the new one to that same recipient: nobody should receive an invitation for
+times that no longer hold. Only the same recipient's: a later change queues nothing for
+someone already taken off the meeting, so it must not swallow their CANCEL.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import insert, update
+from sqlalchemy import ColumnElement, insert, or_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from provisioner.delivery.base import Method, Role
@@ -31,11 +33,13 @@ async def queue_deliveries(
     supersede: bool = True,
 ) -> list[Delivery]:
     """One delivery to the host (unless `include_host` is false) and one to each invitee,
-    at `meeting.sequence`. Alerts and notices already queued are never superseded.
-    `supersede=False` skips looking for older deliveries: for a meeting stored just now,
-    which has none."""
+    at `meeting.sequence`, superseding each of these recipients' older deliveries still
+    waiting. Alerts and notices already queued are never superseded. `supersede=False`
+    skips looking for older deliveries: for a meeting stored just now, which has none."""
     if supersede:
-        await _supersede(session, meeting)
+        await _supersede(
+            session, meeting, [invitee.id for invitee in invitees], include_host=include_host
+        )
     deliveries: list[Delivery] = []
     if include_host:
         deliveries.append(
@@ -117,15 +121,32 @@ def queue_new_meeting_deliveries(
 _INSERT_DELIVERY = Prepared(insert(Delivery.__table__))  # type: ignore[arg-type]
 
 
-async def _supersede(session: AsyncSession, meeting: Meeting) -> None:
-    """Older deliveries still waiting are superseded by the ones being queued."""
+async def _supersede(
+    session: AsyncSession, meeting: Meeting, invitee_ids: Sequence[str], *, include_host: bool
+) -> None:
+    """The recipients' older deliveries still waiting are superseded by the ones being
+    queued; a recipient is the invitee row (`invitee_id`), or the host (no invitee).
+
+    Nobody else's: a removed invitee's CANCEL queued by an earlier change stays due, since
+    no later change sends them anything that would replace it.
+    """
+    recipients: list[ColumnElement[bool]] = []
+    if invitee_ids:
+        recipients.append(Delivery.invitee_id.in_(invitee_ids))
+    if include_host:
+        recipients.append(Delivery.invitee_id.is_(None))
+    if not recipients:
+        return
     await session.execute(
         update(Delivery)
         .where(
             Delivery.meeting_id == meeting.id,
             Delivery.status == DeliveryStatus.PENDING,
             Delivery.sequence < meeting.sequence,
-            Delivery.role.notin_(("alert", "notice")),  # reports of what happened
+            # Only messages to people: alerts and notices (no invitee either) are
+            # reports of what happened.
+            Delivery.role.in_((Role.HOST, Role.INVITEE)),
+            or_(*recipients),
         )
         .values(status=DeliveryStatus.SUPERSEDED)
     )

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from provisioner.audit.service import record_event
 from provisioner.auth.principal import Principal
 from provisioner.db import utcnow
+from provisioner.delivery.base import Method
 from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.meetings.access import acting_as, get_meeting_for_actor, is_host
 from provisioner.meetings.codec import settings_from_json
@@ -307,6 +308,9 @@ async def _provision_successor(
                 Delivery.meeting_id == old.id,
                 Delivery.status == DeliveryStatus.PENDING,
                 Delivery.role.notin_(("alert", "notice")),  # reports of what happened
+                # A cancellation to someone taken off before the rotation still goes out:
+                # the new meeting invites only the others, so nothing else would tell them.
+                Delivery.method != Method.CANCEL,
             )
             .values(status=DeliveryStatus.SUPERSEDED)
         )

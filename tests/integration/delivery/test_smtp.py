@@ -6,7 +6,8 @@ import asyncio
 import re
 import socket
 import stat
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -22,11 +23,13 @@ from provisioner.delivery.transports import (
     MailTransport,
     SmtpTransport,
 )
+from provisioner.providers.base import Person
 from provisioner.settings import EmailSettings, SmtpSettings
 from tests.support import make_delivery_context
 from tests.support.smtp import (
     HOST,
     PASSWORD,
+    LoopbackController,
     RecordingHandler,
     SmtpServer,
     make_tls_files,
@@ -287,6 +290,70 @@ class TestReplies:
         detail = str(caught.value)
         for secret in ("secret-token", "831-552-09", PASSWORD, "meet.example.org"):
             assert secret not in detail
+
+
+@dataclass
+class AsciiOnlyRelay:
+    """A plain local relay that does not offer SMTPUTF8, as many still do not."""
+
+    handler: RecordingHandler
+    settings: SmtpSettings
+
+
+@pytest.fixture
+def ascii_only_relay() -> Iterator[AsciiOnlyRelay]:
+    handler = RecordingHandler()
+    # aiosmtpd's Controller offers SMTPUTF8 unless told not to.
+    controller = LoopbackController(handler, enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        yield AsciiOnlyRelay(
+            handler, SmtpSettings(host=HOST, port=controller.port, security="none")
+        )
+    finally:
+        controller.stop()
+
+
+class TestInternationalisedAddresses:
+    async def test_an_internationalised_domain_is_sent_in_its_ascii_form(
+        self, ascii_only_relay: AsciiOnlyRelay, make_transport: MakeTransport
+    ) -> None:
+        channel = EmailChannel(
+            EmailSettings(sender=SENDER), transport=make_transport(ascii_only_relay.settings)
+        )
+        context = make_delivery_context(recipient=Person(email="ivan@bücher.example", name="I"))
+
+        await channel.send(context)
+
+        [received] = ascii_only_relay.handler.messages
+        assert received.rcpt_tos == ("ivan@xn--bcher-kva.example",)
+        assert b"To: I <ivan@xn--bcher-kva.example>" in received.content
+
+    async def test_a_non_ascii_local_part_is_rejected_not_retried(
+        self, ascii_only_relay: AsciiOnlyRelay, make_transport: MakeTransport
+    ) -> None:
+        # No ASCII form exists: this relay will refuse it tomorrow too, so the host must
+        # hear now rather than after a day of retries.
+        transport = make_transport(ascii_only_relay.settings)
+
+        with pytest.raises(ChannelRejected) as caught:
+            await transport.send(simple_message(to="josé@example.org"))
+
+        assert "SMTPUTF8" in str(caught.value)
+        assert "josé" not in str(caught.value)
+        assert ascii_only_relay.handler.messages == []
+
+    async def test_a_sender_needing_smtputf8_is_a_misconfiguration(
+        self, ascii_only_relay: AsciiOnlyRelay, make_transport: MakeTransport
+    ) -> None:
+        # Every message would fail the same way: an operator has to act, and no
+        # invitation should be dead-lettered meanwhile.
+        transport = make_transport(ascii_only_relay.settings)
+        message = simple_message()
+        message.replace_header("From", "Réunions <réunions@example.org>")
+
+        with pytest.raises(MailRelayMisconfigured):
+            await transport.send(message)
 
 
 class TestUnreachable:

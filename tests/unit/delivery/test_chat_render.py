@@ -104,6 +104,19 @@ class TestSlackContent:
         assert "Hana Host cancelled this meeting." in rendered
         assert message.text == "Cancelled: Quarterly review"
 
+    def test_uninvited_invitee_is_told_their_invitation_was_withdrawn(
+        self, templates: jinja2.Environment
+    ) -> None:
+        context = make_delivery_context(method=Method.CANCEL, uninvited=True)
+
+        message = render_slack_message(context, templates)
+
+        rendered = json.dumps([message.text, message.blocks])
+        assert message.text == "Invitation withdrawn: Quarterly review"
+        assert "Hana Host withdrew your invitation to this meeting." in rendered
+        assert "cancelled" not in rendered
+        assert "meet.example.org" not in rendered
+
     def test_cancellation_tolerates_a_bad_link(self, templates: jinja2.Environment) -> None:
         context = make_delivery_context(method=Method.CANCEL, join=JoinDetails(url=""))
         assert render_slack_message(context, templates).blocks
@@ -151,6 +164,17 @@ class TestTeamsHtml:
         html = render_teams_html(make_delivery_context(method=Method.CANCEL), templates)
         assert "href" not in html
         assert "831-552-09" not in html
+
+    def test_uninvited_invitee_is_told_their_invitation_was_withdrawn(
+        self, templates: jinja2.Environment
+    ) -> None:
+        context = make_delivery_context(method=Method.CANCEL, uninvited=True)
+
+        html = render_teams_html(context, templates)
+
+        assert "<p>Hana Host withdrew your invitation to this meeting." in html
+        assert "cancelled" not in html
+        assert "href" not in html
 
     def test_javascript_link_is_refused(self, templates: jinja2.Environment) -> None:
         with pytest.raises(ChannelRejected):

@@ -133,6 +133,26 @@ class TestStructure:
         [event] = calendar.walk("VEVENT")
         assert event["UID"] == context.uid
 
+    def test_uninvited_invitee_is_told_their_invitation_was_withdrawn(self) -> None:
+        # Taken off a meeting that goes on: not "cancelled", which would be untrue.
+        message = build(make_delivery_context(method=Method.CANCEL, uninvited=True))
+
+        assert message["Subject"] == "Invitation withdrawn: Quarterly review"
+        for content_type in ("text/plain", "text/html"):
+            text = body(message, content_type)
+            assert "Hana Host withdrew your invitation to this meeting." in text
+            assert "cancelled" not in text
+        [data] = {p.get_payload(decode=True) for p in calendar_parts(message)}
+        assert isinstance(data, bytes)
+        [event] = icalendar.Calendar.from_ical(data).walk("VEVENT")
+        assert "STATUS" not in event
+
+    def test_cancellation_of_the_meeting_still_says_so(self) -> None:
+        message = build(make_delivery_context(method=Method.CANCEL))
+
+        assert "Hana Host cancelled this meeting." in body(message, "text/plain")
+        assert "Hana Host cancelled this meeting." in body(message, "text/html")
+
     def test_cancellation_carries_method_cancel_and_no_link(self) -> None:
         message = build(make_delivery_context(method=Method.CANCEL))
 
@@ -281,6 +301,35 @@ class TestHeaderSafety:
 
         assert message["Subject"] == "Invitation: Review Bcc: eve@evil.example"
         assert message["Bcc"] is None
+
+    def test_internationalised_domains_are_sent_in_their_ascii_form(self) -> None:
+        # Only the ASCII form crosses a relay without SMTPUTF8, and a non-ASCII domain in
+        # a header would be mangled into an encoded word.
+        context = make_delivery_context(
+            recipient=Person(email="ivan@Bücher.example", name="Ivan"),
+            organizer=Person(email="hana@straße.example", name="Hana"),
+        )
+
+        message = build(context)
+
+        assert [a.addr_spec for a in message["To"].addresses] == ["ivan@xn--bcher-kva.example"]
+        # IDNA 2008: ß stays ß (strasse.example would be another domain).
+        assert [a.addr_spec for a in message["Reply-To"].addresses] == [
+            "hana@xn--strae-oqa.example"
+        ]
+
+    def test_a_non_ascii_local_part_is_rejected(self) -> None:
+        # It has no ASCII form, and the email package will not build the header.
+        context = make_delivery_context(recipient=Person(email="josé@bücher.example", name="J"))
+
+        with pytest.raises(ChannelRejected):
+            make_channel().build_message(context)
+
+    def test_an_invalid_internationalised_domain_is_rejected(self) -> None:
+        context = make_delivery_context(recipient=Person(email="ivan@bü--x.example", name="I"))
+
+        with pytest.raises(ChannelRejected):
+            make_channel().build_message(context)
 
     @pytest.mark.parametrize(
         "email",

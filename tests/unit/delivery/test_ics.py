@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import icalendar
 import pytest
@@ -152,6 +153,19 @@ class TestCancel:
         assert event["SEQUENCE"] == 4
         assert len(attendees(event)) == 1
 
+    def test_uninviting_one_attendee_carries_no_status(self) -> None:
+        # RFC 5546 3.2.5: STATUS:CANCELLED is for cancelling the whole event; a CANCEL
+        # that takes one attendee off names them and leaves STATUS out.
+        context = make_delivery_context(method=Method.CANCEL, sequence=2, uninvited=True)
+
+        calendar, event = parse(build_invitation(context, now=NOW))
+
+        assert calendar["METHOD"] == "CANCEL"
+        assert "STATUS" not in event
+        assert [str(a) for a in attendees(event)] == ["mailto:ivan@example.org"]
+        assert event["SEQUENCE"] == 2
+        assert "cancelled" not in str(event["DESCRIPTION"])
+
     def test_cancel_does_not_repeat_the_secret_link(self) -> None:
         context = make_delivery_context(method=Method.CANCEL)
 
@@ -206,6 +220,50 @@ class TestTimeZones:
         # (Subtracting two datetimes in the same zone gives wall-clock time; compare in UTC.)
         assert event.decoded("DTSTART").astimezone(UTC) == context.start
         assert event.decoded("DTEND").astimezone(UTC) == context.end
+
+    @pytest.mark.parametrize(
+        ("timezone", "start_utc"),
+        [
+            # 1 November 2026, New York: 01:00-02:00 happens twice (EDT, then EST).
+            ("America/New_York", datetime(2026, 11, 1, 6, 30, tzinfo=UTC)),  # the 2nd 01:30
+            ("America/New_York", datetime(2026, 11, 1, 5, 30, tzinfo=UTC)),  # the 1st 01:30
+            # 25 October 2026, Berlin: 02:00-03:00 happens twice (CEST, then CET).
+            ("Europe/Berlin", datetime(2026, 10, 25, 1, 30, tzinfo=UTC)),  # the 2nd 02:30
+            # Starts before the repeated hour and ends in it.
+            ("Europe/Berlin", datetime(2026, 10, 24, 23, 45, tzinfo=UTC)),
+        ],
+    )
+    def test_times_in_the_repeated_hour_are_written_in_utc(
+        self, timezone: str, start_utc: datetime
+    ) -> None:
+        # RFC 5545 3.3.5 reads a repeated local time as its first occurrence: written
+        # with TZID, the second 01:30 would be shown an hour early.
+        context = make_delivery_context(
+            timezone=timezone, start=start_utc, end=start_utc + timedelta(minutes=45)
+        )
+
+        data = build_invitation(context, now=NOW)
+
+        start_utc_text = start_utc.strftime("%Y%m%dT%H%M%SZ")
+        end_utc_text = context.end.strftime("%Y%m%dT%H%M%SZ")
+        assert f"DTSTART:{start_utc_text}".encode() in data
+        assert f"DTEND:{end_utc_text}".encode() in data
+        assert b"TZID" not in data
+        _, event = parse(data)
+        assert event.decoded("DTSTART") == context.start
+        assert event.decoded("DTEND") == context.end
+
+    def test_a_day_after_the_change_keeps_local_time(self) -> None:
+        start = datetime(2026, 11, 2, 6, 30, tzinfo=UTC)  # 01:30 EST, only once
+        context = make_delivery_context(
+            timezone="America/New_York", start=start, end=start + timedelta(hours=1)
+        )
+
+        data = build_invitation(context, now=NOW)
+
+        assert b"DTSTART;TZID=America/New_York:20261102T013000" in data
+        first_reading = datetime(2026, 11, 2, 1, 30, tzinfo=ZoneInfo("America/New_York"))
+        assert first_reading == start
 
     def test_utc_meeting_uses_utc_times(self) -> None:
         context = make_delivery_context(timezone="UTC")
