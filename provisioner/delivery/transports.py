@@ -6,9 +6,10 @@ from the class alone:
     ChannelError
     ├── ChannelRetriable            connection refused, timeouts, dropped connections, 4xx
     │   └── MailRelayMisconfigured  credentials refused, STARTTLS missing, certificate
-    │                               rejected, a sender address needing SMTPUTF8: every
-    │                               delivery fails until an operator acts
-    └── ChannelRejected             5xx for this message (recipient, sender or content), or
+    │                               rejected, the sender refused (5xx to MAIL FROM) or
+    │                               needing SMTPUTF8: every delivery fails until an
+    │                               operator acts
+    └── ChannelRejected             5xx for this message (recipient or content), or
                                     an address with a non-ASCII local part that the relay
                                     cannot take (no SMTPUTF8)
 
@@ -371,6 +372,11 @@ def _raise_for_connect(exc: BaseException) -> NoReturn:
 
 
 def _raise_for_reply(exc: aiosmtplib.SMTPResponseException) -> NoReturn:
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused) and exc.code >= 500:
+        # Our own address (email.sender) refused for good: every message would fail the
+        # same way, and dead-lettering them all at once would lose the invitations that a
+        # configuration fix will send. Retried slowly, under the class alerting pages on.
+        raise MailRelayMisconfigured(f"the mail relay refused the sender ({exc.code})") from exc
     described = {
         aiosmtplib.SMTPSenderRefused: "the mail relay refused the sender",
         aiosmtplib.SMTPDataError: "the mail relay refused the message",

@@ -262,6 +262,19 @@ class TestReplies:
         assert "550" in str(caught.value)
         assert "no such user" not in str(caught.value)  # reply text is never echoed
 
+    async def test_a_refused_sender_is_a_configuration_problem_not_a_refusal(
+        self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
+    ) -> None:
+        # 5xx to MAIL FROM refuses our own address (email.sender): every message would die
+        # at once if it counted as the recipient's refusal; it waits for the fix instead.
+        handler = RecordingHandler(mail_replies=["550 5.7.1 sender not allowed to relay"])
+        transport = make_transport(start_smtp_server(handler=handler).settings())
+
+        with pytest.raises(MailRelayMisconfigured) as caught:
+            await transport.send(simple_message())
+
+        assert "550" in str(caught.value) and "not allowed" not in str(caught.value)
+
     async def test_the_connection_is_usable_after_a_rejection(
         self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
     ) -> None:
