@@ -2,6 +2,7 @@
 
 from provisioner.actions.models import ActionLink
 from provisioner.audit.models import AuditEvent
+from provisioner.auth.models import BrowserSession
 from provisioner.briefing.models import BriefingAcknowledgement
 from provisioner.db import Base
 from provisioner.delivery.models import Delivery, DeliveryStatus
@@ -19,6 +20,7 @@ __all__ = [
     "AuditEvent",
     "Base",
     "BriefingAcknowledgement",
+    "BrowserSession",
     "Delivery",
     "DeliveryStatus",
     "IdempotencyKey",

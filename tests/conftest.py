@@ -27,6 +27,7 @@ from provisioner.migrate import upgrade
 from provisioner.models import Base
 from provisioner.settings import Settings
 from provisioner.state import AppState
+from tests.support.sessions import store_browser_sessions
 
 # Fixture plugins shared by several folders (pytest allows `pytest_plugins` only here and in
 # test modules, not in nested conftest files).
@@ -180,6 +181,8 @@ def settings(
 @pytest.fixture
 async def state(settings: Settings) -> AsyncIterator[AppState]:
     app_state = build_state(settings)
+    # Browser sessions a test module made at import (tests.support.sessions).
+    await store_browser_sessions(app_state)
     yield app_state
     await close_state(app_state)
 
@@ -187,8 +190,14 @@ async def state(settings: Settings) -> AsyncIterator[AppState]:
 @pytest.fixture
 async def client(settings: Settings, state: AppState) -> AsyncIterator[httpx.AsyncClient]:
     app = create_app(settings, state=state, run_worker=False)
+
+    async def with_browser_sessions(_: httpx.Request) -> None:
+        await store_browser_sessions(state)  # those made inside the test, too
+
     async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://provisioner.test"
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://provisioner.test",
+        event_hooks={"request": [with_browser_sessions]},
     ) as http:
         yield http
 

@@ -64,7 +64,9 @@ async def get_principal(request: Request, state: StateDep, bearer: BearerCredent
     """
     if bearer is None:
         if not request.headers.get("authorization"):
-            principal = session_principal(request, roles=state.settings.roles.groups)
+            principal = await session_principal(
+                request, state.db, roles=state.settings.roles.groups
+            )
             if principal is not None:
                 if request.method not in _SAFE_METHODS and not csrf_valid(
                     request, request.headers.get(CSRF_HEADER)

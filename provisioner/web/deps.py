@@ -17,7 +17,7 @@ from provisioner.web.errors import PageForbidden, SignInRequired
 
 
 async def get_web_user(request: Request, state: StateDep) -> Principal:
-    principal = session_principal(request, roles=state.settings.roles.groups)
+    principal = await session_principal(request, state.db, roles=state.settings.roles.groups)
     if principal is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(target)

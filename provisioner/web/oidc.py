@@ -3,7 +3,12 @@
 Discovery comes from `<issuer>/.well-known/openid-configuration`; Authlib keeps the state,
 nonce and PKCE verifier in the session between the redirect and the callback, checks the
 state (a replayed or foreign state is refused), and validates the id_token's signature,
-issuer, audience, expiry and nonce against the provider's published keys.
+expiry and nonce against the provider's published keys.
+
+Issuer and audience are ours to demand: left to itself Authlib compares `iss` with the
+discovery document and checks `azp` only when present, so an id_token minted for another
+application of the same provider (`aud` = its client id) would sign the user in here.
+`id_token_claims_options` is passed to every `authorize_access_token`.
 """
 
 from __future__ import annotations
@@ -22,13 +27,31 @@ with warnings.catch_warnings():
 
 from provisioner.settings import OidcSettings
 
-__all__ = ["CLIENT_NAME", "OAuth", "OAuthError", "build_oauth"]
+__all__ = ["CLIENT_NAME", "OAuth", "OAuthError", "build_oauth", "id_token_claims_options"]
 
 CLIENT_NAME = "idp"
 
 
-def build_oauth(settings: OidcSettings) -> OAuth | None:
-    """The registered client, or None when browser sign-in is not configured."""
+def id_token_claims_options(settings: OidcSettings) -> dict[str, Any]:
+    """What the id_token must say: issued by our issuer, to our client id (among others).
+
+    The issuer is accepted with or without a trailing slash, the one spelling difference
+    a configuration and a provider's discovery document commonly disagree on.
+    """
+    issuer = settings.issuer.rstrip("/")
+    return {
+        "iss": {"essential": True, "values": [issuer, issuer + "/"]},
+        "aud": {"essential": True, "values": [settings.client_id]},
+    }
+
+
+def build_oauth(
+    settings: OidcSettings, *, transport: httpx.AsyncBaseTransport | None = None
+) -> OAuth | None:
+    """The registered client, or None when browser sign-in is not configured.
+
+    `transport` replaces httpx's own for every call to the identity provider (tests).
+    """
     if not settings.enabled:
         return None
     oauth = OAuth()
@@ -38,6 +61,8 @@ def build_oauth(settings: OidcSettings) -> OAuth | None:
         "code_challenge_method": "S256",
         "timeout": httpx.Timeout(settings.timeout_seconds),
     }
+    if transport is not None:
+        client_kwargs["transport"] = transport
     if secret is None:
         client_kwargs["token_endpoint_auth_method"] = "none"  # noqa: S105  public client: PKCE alone
     oauth.register(

@@ -18,7 +18,7 @@ from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from provisioner.auth.session import CSRF_FIELD, csrf_token, session_principal
+from provisioner.auth.session import CSRF_FIELD, csrf_token, session_user
 from provisioner.delivery.render import format_meeting_time
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "templates" / "web"
@@ -68,11 +68,14 @@ def page(
     status_code: int = 200,
     **context: Any,
 ) -> HTMLResponse:
-    """Render `template` with the viewer, their CSRF token and time zone in the context."""
-    state = getattr(request.app.state, "provisioner", None)
-    roles = state.settings.roles.groups if state is not None else {}
+    """Render `template` with the viewer, their CSRF token and time zone in the context.
+
+    The viewer is the one `session_principal` looked up earlier in this request; a page
+    whose route never asked (the sign-in failures, say) shows no one signed in.
+    """
     base: dict[str, Any] = {
-        "user": session_principal(request, roles=roles),
+        # As the request's dependencies found it: rendering does not query the database.
+        "user": session_user(request),
         "csrf_field": CSRF_FIELD,
         "csrf_token": csrf_token(request),
         "viewer_zone": viewer_zone(request, ""),

@@ -8,14 +8,11 @@ A pytest plugin, registered in tests/conftest.py. Its fixtures:
     fake               a fake provider with every feature, the only one configured
 
 A folder or module that needs something else defines its own fixture of the same name.
+`browser_session` and `BROWSER_OIDC` live in tests.support.sessions (re-exported here).
 """
 
 from __future__ import annotations
 
-import base64
-import json
-import secrets
-import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -25,7 +22,6 @@ from typing import Any
 
 import httpx
 import pytest
-from itsdangerous import TimestampSigner
 from sqlalchemy import select
 
 from provisioner.audit.models import AuditEvent
@@ -35,13 +31,12 @@ from provisioner.state import AppState
 from tests.conftest import make_settings
 from tests.factories import meeting_body
 from tests.fakes.provider import FakeProvider
+from tests.support.sessions import BROWSER_OIDC as BROWSER_OIDC
+from tests.support.sessions import SESSION_SECRET as SESSION_SECRET
+from tests.support.sessions import browser_session as browser_session
 from tests.support.smtp import SmtpServer
 
 SettingsFactory = Callable[..., Settings]
-
-# The secret browser sessions are signed with; put `BROWSER_OIDC` in the settings' `oidc`.
-SESSION_SECRET = "test-session-secret-0123456789abcdef"  # noqa: S105 (a test's own value)
-BROWSER_OIDC = {"session_secret": SESSION_SECRET, "insecure_http_cookies": True}
 
 
 @pytest.fixture
@@ -88,28 +83,6 @@ def fake(state: AppState) -> FakeProvider:
     provider = FakeProvider()
     state.providers = {"fake": provider}
     return provider
-
-
-def browser_session(
-    subject: str, email: str, name: str, *groups: str, csrf: str | None = None
-) -> tuple[dict[str, str], str]:
-    """Headers with a session cookie signed with `SESSION_SECRET` the way Starlette's
-    SessionMiddleware writes it (no identity provider needed), and its CSRF token."""
-    csrf = csrf if csrf is not None else secrets.token_urlsafe(16)
-    session = {
-        "user": {
-            "sub": subject,
-            "email": email,
-            "name": name,
-            "groups": list(groups),
-            "email_verified": True,
-            "expires_at": int(time.time()) + 3600,
-        },
-        "csrf": csrf,
-    }
-    data = base64.b64encode(json.dumps(session).encode())
-    cookie = TimestampSigner(SESSION_SECRET).sign(data).decode()
-    return {"Cookie": f"provisioner_session={cookie}"}, csrf
 
 
 async def created_meeting(

@@ -45,6 +45,13 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
     "ivan": {"email": "ivan@example.com", "name": "Ivan IT", "groups": ["it-admins"]},
     "nora": {"email": "nora@example.com", "name": "Nora Nogroups"},
     "rosa": {"email": "rosa@example.com", "name": "Rosa Responder", "groups": ["responders"]},
+    # In forty directory groups (GUIDs, as Entra ID sends them) besides `employees`: her
+    # identity does not fit in a 4 KB cookie, which is why sessions are kept server-side.
+    "gina": {
+        "email": "gina@example.com",
+        "name": "Gina Groups",
+        "groups": [f"00000000-0000-0000-0000-{i:012d}" for i in range(40)] + ["employees"],
+    },
 }
 
 
