@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
 
 from provisioner.auth.deps import StateDep
 from provisioner.auth.errors import AuthenticationFailed, PermissionDenied
@@ -27,7 +28,7 @@ from provisioner.meetings.controls import expel_participant, lock_meeting
 from provisioner.meetings.lifecycle import CHANGEABLE, end_meeting
 from provisioner.meetings.manual_steps import unsupported
 from provisioner.meetings.models import Meeting
-from provisioner.meetings.rotate import rotate_meeting
+from provisioner.meetings.rotate import RotateRequest, rotate_meeting
 from provisioner.meetings.service import START_SKEW
 from provisioner.meetings.watcher import OVERRUN
 from provisioner.problems import status_for
@@ -226,6 +227,22 @@ async def act(
     reason = form.get("reason")
     target = meeting.id
     try:
+        # The API's rules for the audited reason (one line of plain text, 200 at most):
+        # a terminal escape typed here would otherwise reach `provisioner audit show`.
+        why = (
+            RotateRequest(reason=reason.strip())
+            if isinstance(reason, str) and reason.strip()
+            else RotateRequest()
+        )
+    except ValidationError:
+        return _confirm(
+            request,
+            meeting,
+            action,
+            error="Give the reason as one line of plain text, at most 200 characters.",
+            status_code=422,
+        )
+    try:
         provider = pick(state.providers, meeting.provider)
         deps = state.provisioning
         if action == "end":
@@ -236,7 +253,7 @@ async def act(
                 meeting_id=meeting.id,
                 actor=user,
                 provider=provider,
-                reason=reason if isinstance(reason, str) and reason.strip() else "link leaked",
+                reason=why.reason,
             )
             target = str(rotated["id"])
         elif action == "lock":

@@ -205,6 +205,25 @@ class TestResponderPages:
         rotated = next(d for a, _, d in events if a == "meeting.rotated")
         assert rotated == rotated | {"as": "responder", "reason": "seen on a forum"}
 
+    async def test_a_rotation_reason_with_control_characters_is_refused_as_the_api_refuses_it(
+        self,
+        client: httpx.AsyncClient,
+        browser: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        fake: FakeProvider,
+    ) -> None:
+        meeting_id = await running_meeting(client, host_headers)
+        confirm = await browser.get(f"/meetings/{meeting_id}/controls/rotate", headers=RESPONDER)
+        form = hidden_form(confirm.text) | {"reason": "x\x1b[31my\x07"}
+        refused = await browser.post(
+            f"/meetings/{meeting_id}/controls/rotate", headers=RESPONDER, data=form
+        )
+        assert refused.status_code == 422
+        assert 'id="control-error"' in refused.text and "one line of plain text" in refused.text
+        assert fake.deleted == []  # nothing rotated
+        assert "meeting.rotated" not in [a for a, _, _ in await audit_of(state, meeting_id)]
+
     async def test_a_stranger_gets_nothing(
         self,
         client: httpx.AsyncClient,
