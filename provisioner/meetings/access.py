@@ -16,7 +16,7 @@ from provisioner.auth.principal import Principal
 from provisioner.auth.roles import Role
 from provisioner.meetings.errors import MeetingNotFound
 from provisioner.meetings.models import Meeting
-from provisioner.meetings.repository import host_subjects
+from provisioner.meetings.repository import host_subjects, owned_by
 
 
 def is_host(meeting: Meeting, actor: Principal) -> bool:
@@ -28,14 +28,18 @@ def is_responder(actor: Principal) -> bool:
 
 
 def acting_as(meeting: Meeting, actor: Principal) -> str:
-    """'host' or 'responder': audited next to the actor, so the record says in what right."""
-    return "host" if is_host(meeting, actor) else "responder"
+    """'host', 'integration' (the one that created it) or 'responder': audited next to the
+    actor, so the record says in what right."""
+    if is_host(meeting, actor):
+        return "host"
+    return "integration" if actor.is_integration else "responder"
 
 
 async def get_meeting_for_actor(
     session: AsyncSession, *, meeting_id: str, actor: Principal, for_update: bool = False
 ) -> Meeting:
-    """The meeting if `actor` hosts it or is a responder; otherwise `MeetingNotFound`.
+    """The meeting if `actor` hosts it (or, an integration, created it) or is a
+    responder; otherwise `MeetingNotFound`.
 
     Raises:
         MeetingNotFound: no such meeting, or the actor may not act on it.
@@ -44,7 +48,7 @@ async def get_meeting_for_actor(
         select(Meeting).options(selectinload(Meeting.invitees)).where(Meeting.id == meeting_id)
     )
     if not is_responder(actor):
-        statement = statement.where(Meeting.host_subject.in_(host_subjects(actor)))
+        statement = statement.where(owned_by(actor))
     if for_update:
         statement = statement.with_for_update()
     meeting = await session.scalar(statement)

@@ -81,7 +81,10 @@ async def _body(deps: Provisioning, meeting_id: str, host: Principal) -> dict[st
         meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
         status = await delivery_status_by_invitee(session, meeting.id)
         return meeting_read(
-            meeting, cipher=deps.cipher, include_host_join=True, delivery_status=status
+            meeting,
+            cipher=deps.cipher,
+            include_host_join=is_host(meeting, host),  # never an integration's
+            delivery_status=status,
         )
 
 

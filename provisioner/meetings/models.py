@@ -43,10 +43,16 @@ class MeetingState(StrEnum):
 
 class Meeting(Base):
     __tablename__ = "meetings"
-    __table_args__ = (Index("ix_meetings_host_created", "host_subject", "created_at"),)
+    __table_args__ = (
+        Index("ix_meetings_host_created", "host_subject", "created_at"),
+        Index("ix_meetings_requested_by_created", "requested_by", "created_at"),
+    )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     host_subject: Mapped[str] = mapped_column(String(255))
+    # The calendar integration (`client:<id>`) that created this meeting on the host's
+    # behalf, or None: that integration may read, reschedule, cancel and end it.
+    requested_by: Mapped[str | None] = mapped_column(String(255), default=None)
     host_email: Mapped[str] = mapped_column(String(320))
     host_name: Mapped[str] = mapped_column(String(200))
     topic: Mapped[str] = mapped_column(String(200))

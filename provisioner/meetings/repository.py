@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
@@ -30,6 +30,14 @@ def host_subjects(host: Principal) -> tuple[str, ...]:
     return (host.subject, f"email:{host.email}")
 
 
+def owned_by(principal: Principal) -> ColumnElement[bool]:
+    """The meetings `principal` manages as their host: a person's own (see
+    `host_subjects`), an integration's those it created on someone's behalf."""
+    if principal.is_integration:
+        return Meeting.requested_by == principal.subject
+    return Meeting.host_subject.in_(host_subjects(principal))
+
+
 async def get_meeting_for_host(
     session: AsyncSession, *, meeting_id: str, host: Principal
 ) -> Meeting:
@@ -37,7 +45,7 @@ async def get_meeting_for_host(
     meeting = await session.scalar(
         select(Meeting)
         .options(selectinload(Meeting.invitees))
-        .where(Meeting.id == meeting_id, Meeting.host_subject.in_(host_subjects(host)))
+        .where(Meeting.id == meeting_id, owned_by(host))
     )
     if meeting is None:
         raise MeetingNotFound(meeting_id)
@@ -69,7 +77,7 @@ async def list_meetings_for_host(
     )
     statement = (
         select(Meeting, invitee_count)
-        .where(Meeting.host_subject.in_(host_subjects(host)))
+        .where(owned_by(host))
         .order_by(Meeting.created_at.desc(), Meeting.id.desc())
         .limit(limit + 1)
     )

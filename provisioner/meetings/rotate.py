@@ -262,6 +262,7 @@ def _successor_row(old: Meeting, spec: MeetingSpec) -> Meeting:
     return Meeting(
         id=spec.meeting_id,
         host_subject=old.host_subject,
+        requested_by=old.requested_by,  # the same calendar entry stays the integration's
         host_email=old.host_email,
         host_name=old.host_name,
         topic=old.topic,

@@ -30,7 +30,7 @@ from provisioner.idempotency.errors import (
     IdempotencyKeyReused,
 )
 from provisioner.idempotency.service import request_fingerprint
-from provisioner.meetings.access import get_meeting_for_actor
+from provisioner.meetings.access import get_meeting_for_actor, is_host
 from provisioner.meetings.attendance import AttendanceReport, check_attendance
 from provisioner.meetings.controls import (
     ControlOutcome,
@@ -80,8 +80,10 @@ from provisioner.ratelimit import RateLimited
 router = APIRouter(prefix="/api/v1/meetings", tags=["meetings"])
 EMPLOYEE_OR_INTEGRATION = require_role(Role.EMPLOYEE, integrations=True)
 # In-meeting controls: the meeting's host, or a responder on any meeting (the service
-# checks which; anyone else gets 404).
-HOST_OR_RESPONDER = require_role(Role.EMPLOYEE, Role.RESPONDER, integrations=True)
+# checks which; anyone else gets 404). Ending is also for the integration that created the
+# meeting; rotating, locking, removing people and the attendance list are not.
+HOST_OR_RESPONDER = require_role(Role.EMPLOYEE, Role.RESPONDER)
+HOST_RESPONDER_OR_INTEGRATION = require_role(Role.EMPLOYEE, Role.RESPONDER, integrations=True)
 # Creating a meeting: scope, role and write limit as one dependency (`authorized` says why).
 MeetingWriter = Annotated[
     Principal,
@@ -214,11 +216,15 @@ async def get_meeting(
     session: SessionDep,
     state: StateDep,
 ) -> JSONResponse:
-    """One of the caller's meetings, with the host's own link and passcode."""
+    """One of the caller's meetings, with the host's own link and passcode (for the host;
+    an integration that created it reads it without them)."""
     meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=principal)
     status = await delivery_status_by_invitee(session, meeting.id)
     body = meeting_read(
-        meeting, cipher=state.cipher, include_host_join=True, delivery_status=status
+        meeting,
+        cipher=state.cipher,
+        include_host_join=is_host(meeting, principal),
+        delivery_status=status,
     )
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
@@ -285,7 +291,7 @@ async def cancel(
 @router.post(
     "/{meeting_id}/end",
     response_model=MeetingRead,
-    dependencies=[require_scope("meetings:write"), HOST_OR_RESPONDER, WriteRateLimit],
+    dependencies=[require_scope("meetings:write"), HOST_RESPONDER_OR_INTEGRATION, WriteRateLimit],
     responses=LIFECYCLE_PROBLEMS,
 )
 async def end(meeting_id: MeetingId, principal: CurrentPrincipal, state: StateDep) -> JSONResponse:

@@ -264,6 +264,7 @@ async def provision_meeting(
         {
             "id": meeting_id,
             "host_subject": requester.subject,
+            "requested_by": acting_for_host.subject if acting_for_host is not None else None,
             "host_email": requester.email,
             "host_name": requester.name,
             "topic": request.topic,
