@@ -3,6 +3,7 @@ and a row that cannot be read dies alone instead of blocking its batch."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
@@ -13,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 from provisioner.db import utcnow
 from provisioner.delivery.batch import BatchLoader
 from provisioner.delivery.models import Delivery, DeliveryStatus
+from provisioner.delivery.worker import DeliveryWorker
 from provisioner.meetings.models import Meeting
 from provisioner.settings import Settings
 from provisioner.state import AppState
@@ -69,19 +71,39 @@ def fake_provider(state: AppState) -> FakeProvider:
     return fake
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A meeting on the fake provider whose invitations have all gone out."""
+
+    meeting: dict[str, object]
+    channel: FakeChannel
+    worker: DeliveryWorker
+
+
+@pytest.fixture
+async def sent(
+    client: httpx.AsyncClient,
+    host_headers: dict[str, str],
+    state: AppState,
+    settings: Settings,
+    fake_provider: FakeProvider,
+) -> Sent:
+    created = await create(client, host_headers, provider="fake")
+    channel = FakeChannel()
+    worker = worker_with(state, channel, settings)
+    await worker.drain()
+    return Sent(created, channel, worker)
+
+
 @pytest.mark.usefixtures("fake_provider")
 class TestNewestMessagePerRecipient:
     async def test_a_removed_invitees_cancel_survives_a_later_change(
         self,
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
-        state: AppState,
-        settings: Settings,
+        sent: Sent,
     ) -> None:
-        created = await create(client, host_headers, provider="fake")
-        channel = FakeChannel()
-        worker = worker_with(state, channel, settings)
-        await worker.drain()
+        created, channel, worker = sent.meeting, sent.channel, sent.worker
 
         await patch(client, host_headers, created["id"], invitees=WITHOUT_BEN)
         await patch(client, host_headers, created["id"], topic="Renamed")
@@ -96,13 +118,9 @@ class TestNewestMessagePerRecipient:
         self,
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
-        state: AppState,
-        settings: Settings,
+        sent: Sent,
     ) -> None:
-        created = await create(client, host_headers, provider="fake")
-        channel = FakeChannel()
-        worker = worker_with(state, channel, settings)
-        await worker.drain()
+        created, channel, worker = sent.meeting, sent.channel, sent.worker
 
         await patch(client, host_headers, created["id"], invitees=WITHOUT_BEN)
         rotated = await client.post(
@@ -119,13 +137,9 @@ class TestNewestMessagePerRecipient:
         self,
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
-        state: AppState,
-        settings: Settings,
+        sent: Sent,
     ) -> None:
-        created = await create(client, host_headers, provider="fake")
-        channel = FakeChannel()
-        worker = worker_with(state, channel, settings)
-        await worker.drain()
+        created, channel, worker = sent.meeting, sent.channel, sent.worker
 
         await patch(client, host_headers, created["id"], invitees=WITHOUT_BEN)
         await cancel(client, host_headers, created["id"])
@@ -142,12 +156,9 @@ class TestNewestMessagePerRecipient:
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
         state: AppState,
-        settings: Settings,
+        sent: Sent,
     ) -> None:
-        created = await create(client, host_headers, provider="fake")
-        channel = FakeChannel()
-        worker = worker_with(state, channel, settings)
-        await worker.drain()
+        created, channel, worker = sent.meeting, sent.channel, sent.worker
         await patch(client, host_headers, created["id"], invitees=WITHOUT_BEN)
         await stall_in_flight(state, recipient_email=BEN)  # not superseded: not pending
 
@@ -222,13 +233,9 @@ class TestUninvite:
         self,
         client: httpx.AsyncClient,
         host_headers: dict[str, str],
-        state: AppState,
-        settings: Settings,
+        sent: Sent,
     ) -> None:
-        created = await create(client, host_headers, provider="fake")
-        channel = FakeChannel()
-        worker = worker_with(state, channel, settings)
-        await worker.drain()
+        created, channel, worker = sent.meeting, sent.channel, sent.worker
 
         await patch(client, host_headers, created["id"], invitees=WITHOUT_BEN)
         await worker.drain()
