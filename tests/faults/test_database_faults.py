@@ -63,7 +63,7 @@ class TestBackendTerminatedWhileZoomCreates:
         """A database failover while Zoom works kills the pooled connection the request
         will use next: it must reconnect and finish, not fail a meeting Zoom has made."""
         sim = rig.sim
-        pids = app_pids(state.db.engine)
+        pids = await app_pids(state.db.engine)
         sim.early_creates.append(Early.HANG)  # Zoom hangs: the request is away
         async with admin(postgres_database_url) as admin_engine:
             pending = asyncio.create_task(rig.create("evt-failover"))

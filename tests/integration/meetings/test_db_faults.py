@@ -144,14 +144,19 @@ async def assert_retry_makes_one(
     assert deliveries == len(blocked.body["invitees"]) + 1 and keys == 1
 
 
-def app_pids(engine: AsyncEngine) -> set[int]:
-    """The PostgreSQL backend pid of every connection the app's engine opens."""
+async def app_pids(engine: AsyncEngine) -> set[int]:
+    """The PostgreSQL backend pid of every connection the app's engine opens from now on.
+
+    The pool is emptied first: a connection a fixture opened before (writing the test's
+    browser sessions, say) would otherwise serve the request unrecorded.
+    """
     pids: set[int] = set()
 
     @event.listens_for(engine.sync_engine, "connect")
     def remember(dbapi_connection: Any, _record: Any) -> None:
         pids.add(dbapi_connection.driver_connection.get_server_pid())
 
+    await engine.dispose()
     return pids
 
 
@@ -286,7 +291,7 @@ class TestBackendTerminatedWhileTheProviderCreates:
             idempotency={"wait_seconds": 5.0, "stale_after_seconds": 1.0},
         )
         state = build_state(settings)
-        pids = app_pids(state.db.engine)
+        pids = await app_pids(state.db.engine)
         provider = BlockingProvider()
         state.providers = {"fake": provider}
         app = create_app(settings, state=state, run_worker=False)

@@ -82,7 +82,8 @@ def test_a_stalled_sink_does_not_stop_the_caller_and_lines_keep_their_context(
     def run() -> None:
         structlog.contextvars.bind_contextvars(request_id="req-2")
         structlog.get_logger("test").info("second.line.logged", passcode="hunter2")
-        logging.getLogger("uvicorn.error").warning("stdlib %s", "line")
+        # A stdlib logger nothing else configures (uvicorn's may not propagate).
+        logging.getLogger("tests.stdlib").warning("stdlib %s", "line")
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
