@@ -23,7 +23,7 @@ from email import policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from urllib.parse import urlsplit
 
 import idna
@@ -148,7 +148,7 @@ class EmailChannel:
         message["To"] = recipient
         message["Subject"] = subject
         message["Date"] = format_datetime(now.astimezone(UTC))
-        message["Message-ID"] = make_msgid(domain=self._sender.domain or None)
+        message["Message-ID"] = _message_id(context.delivery_id, self._sender.domain)
         # An opaque id, not a secret: it lets a bounce (which quotes the headers) and
         # a file in the development outbox be traced back to one delivery row.
         message[DELIVERY_ID_HEADER] = single_line(context.delivery_id)
@@ -253,7 +253,7 @@ class EmailChannel:
         message["To"] = recipient
         message["Subject"] = str(values["subject"])
         message["Date"] = format_datetime(self._clock().astimezone(UTC))
-        message["Message-ID"] = make_msgid(domain=self._sender.domain or None)
+        message["Message-ID"] = _message_id(delivery_id, self._sender.domain)
         message[DELIVERY_ID_HEADER] = single_line(delivery_id)
         for name, value in headers.items():
             message[name] = value
@@ -276,6 +276,17 @@ def _make_transport(settings: EmailSettings) -> MailTransport:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _message_id(delivery_id: str, domain: str) -> str:
+    """The same Message-ID for every attempt at one delivery row.
+
+    Delivery is at least once: a worker that dies after the relay took a message sends it
+    again. With the first attempt's Message-ID the resend is a duplicate that mail
+    systems recognise (and many drop), not a second invitation. The delivery id is an
+    opaque UUID; the domain is our sender's, so the id is ours (RFC 5322 3.6.4).
+    """
+    return f"<{single_line(delivery_id)}.delivery@{domain}>"
 
 
 def _parse_sender(sender: str) -> Address:

@@ -86,10 +86,17 @@ class TestStructure:
     def test_headers(self) -> None:
         message = build(make_delivery_context())
 
-        assert message["Message-ID"].endswith("@example.org>")
+        assert message["Message-ID"] == "<dlv_0001.delivery@example.org>"
         assert message["Date"].datetime == NOW
         assert message["Auto-Submitted"] == "auto-generated"
         assert str(message["Reply-To"]) == "Hana Host <host@example.org>"
+
+    def test_a_resend_of_one_delivery_keeps_its_message_id(self) -> None:
+        # At least once: a resend after a crash is the same message, so mail systems can
+        # tell it is a duplicate; another delivery is another message.
+        first, again = build(make_delivery_context()), build(make_delivery_context())
+        other = build(make_delivery_context(delivery_id="dlv_0002"))
+        assert first["Message-ID"] == again["Message-ID"] != other["Message-ID"]
 
     @pytest.mark.parametrize(
         ("method", "role", "subject"),
