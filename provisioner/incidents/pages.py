@@ -21,19 +21,21 @@ from provisioner.auth.principal import Principal
 from provisioner.errors import FieldError
 from provisioner.incidents.errors import InvalidIncident
 from provisioner.incidents.export import incident_json, render_html
+from provisioner.incidents.filing import (
+    NewAttachment,
+    check_attachments,
+    file_incident,
+    reportable_meeting,
+)
 from provisioner.incidents.routes import incidents_of
 from provisioner.incidents.schemas import FollowUpUpdate, IncidentCreate
 from provisioner.incidents.service import (
     IncidentView,
-    NewAttachment,
     acknowledge_training,
     add_note,
-    check_attachments,
-    file_incident,
     get_incident,
     get_training,
     list_incidents,
-    reportable_meeting,
     run_verified,
     transition,
     update_follow_ups,

@@ -23,6 +23,7 @@ from provisioner.incidents.errors import (
     TransitionRefused,
 )
 from provisioner.incidents.export import incident_json, provider_notice
+from provisioner.incidents.filing import Incidents, decode_attachments, file_incident
 from provisioner.incidents.schemas import (
     FollowUpUpdate,
     IncidentCreate,
@@ -33,11 +34,8 @@ from provisioner.incidents.schemas import (
     TransitionCreate,
 )
 from provisioner.incidents.service import (
-    Incidents,
     acknowledge_training,
     add_note,
-    decode_attachments,
-    file_incident,
     get_incident,
     get_training,
     list_incidents,
