@@ -20,7 +20,6 @@ import queue
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping
-from logging.handlers import QueueHandler, QueueListener
 from typing import Any
 
 import structlog
@@ -47,26 +46,33 @@ def redact_processor(
 
 QUEUE_LINES = 10_000
 """Lines a stalled sink may fall behind before new ones are dropped (a few MiB at most)."""
+_BATCH_LINES = 256  # lines the writer joins into one write when it finds them waiting
 
 
-class _DroppingQueueHandler(QueueHandler):
-    """Renders a line on the caller's thread and queues it; never waits for room.
+class _QueueingHandler(logging.Handler):
+    """Renders a line on the caller's thread and queues its text; never waits for room.
 
     A full queue drops the line and counts it. The count goes out as one
     `log.lines.dropped` line ahead of the next line that finds room, so the gap shows
     where it happened.
     """
 
-    def __init__(self, lines: queue.Queue[logging.LogRecord | None]) -> None:
-        super().__init__(lines)
+    def __init__(self, lines: queue.Queue[str | None]) -> None:
+        super().__init__()
+        self._lines = lines
         self.dropped = 0
 
-    def enqueue(self, record: logging.LogRecord) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # as StreamHandler does: a broken record never raises
+            self.handleError(record)
+            return
         try:
             if self.dropped:
-                self.queue.put_nowait(self.prepare(self._dropped_notice()))
+                self._lines.put_nowait(self.format(self._dropped_notice()))
                 self.dropped = 0
-            self.queue.put_nowait(record)
+            self._lines.put_nowait(line)
         except queue.Full:
             self.dropped += 1
 
@@ -78,22 +84,48 @@ class _DroppingQueueHandler(QueueHandler):
         return notice
 
 
-class _Writer(QueueListener):
-    """Writes the queued lines; its stop never hangs an exit on a sink that is stuck."""
+class _Writer:
+    """The thread that writes queued lines, all that are waiting in one write.
 
-    def __init__(self, lines: queue.Queue[logging.LogRecord | None], sink: logging.Handler):
-        super().__init__(lines, sink)
+    One write per wake-up, not per line: under load the event loop hands over many lines
+    between two of the writer's turns, and each turn costs the loop the GIL once.
+    """
+
+    def __init__(self, lines: queue.Queue[str | None], stream: Any) -> None:
         self._lines = lines
+        self._stream = stream
+        self._thread: threading.Thread | None = threading.Thread(
+            target=self._run, name="log-writer", daemon=True
+        )
+        self._thread.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        thread: threading.Thread | None = getattr(self, "_thread", None)
-        if thread is None:
+    def _run(self) -> None:
+        while True:
+            batch = [self._lines.get()]
+            while len(batch) < _BATCH_LINES:
+                try:
+                    batch.append(self._lines.get_nowait())
+                except queue.Empty:
+                    break
+            text = "".join(f"{line}\n" for line in batch if line is not None)
+            if text:
+                try:
+                    self._stream.write(text)
+                    self._stream.flush()
+                except (OSError, ValueError):
+                    pass  # a closed or broken sink: nowhere left to say so
+            if None in batch:
+                return
+
+    def stop(self, timeout: float) -> None:
+        """Write what is queued, then end the thread; never hangs on a stuck sink."""
+        if self._thread is None:
             return
         try:
-            self._lines.put(None, timeout=timeout)  # QueueListener's sentinel
+            self._lines.put(None, timeout=timeout)
         except queue.Full:
             pass  # the sink has not moved for `timeout` seconds: leave it to the exit
-        thread.join(timeout)
+        self._thread.join(timeout)
         self._thread = None
 
 
@@ -158,14 +190,14 @@ def configure_logging(
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
     stop_background_writer()
-    sink = logging.StreamHandler(stream or sys.stderr)
-    handler: logging.Handler = sink
+    handler: logging.Handler
     if background:
         global _writer
-        lines: queue.Queue[logging.LogRecord | None] = queue.Queue(queue_lines)
-        handler = _DroppingQueueHandler(lines)  # renders (prepare -> format), then queues
-        _writer = _Writer(lines, sink)  # the sink's default formatter writes the text
-        _writer.start()
+        lines: queue.Queue[str | None] = queue.Queue(queue_lines)
+        handler = _QueueingHandler(lines)
+        _writer = _Writer(lines, stream or sys.stderr)
+    else:
+        handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers = [handler]
