@@ -106,7 +106,7 @@ class BatchLoader:
                 # column) must not hold its whole batch hostage: it dies alone, and the
                 # host and IT hear. Only the exception's type is kept: its message may
                 # quote the row.
-                await self._retire(
+                await self.retire(
                     session, delivery, DeliveryStatus.DEAD, f"unreadable row: {type(exc).__name__}"
                 )
                 # As for a dead send (outcomes.py): the dead-letter alert speaks of a
@@ -142,23 +142,23 @@ class BatchLoader:
             return notice_for(delivery)
         if meeting is None or (delivery.role != Role.HOST and invitee is None):
             reason = "the meeting or invitee no longer exists"
-            await self._retire(session, delivery, DeliveryStatus.SUPERSEDED, reason)
+            await self.retire(session, delivery, DeliveryStatus.SUPERSEDED, reason)
             return None
         if _outdated(delivery, meeting, newest):
             reason = (
                 f"meeting is {meeting.state} at sequence {meeting.sequence}; "
                 f"the newest message to this recipient is at sequence {newest}"
             )
-            await self._retire(session, delivery, DeliveryStatus.SUPERSEDED, reason)
+            await self.retire(session, delivery, DeliveryStatus.SUPERSEDED, reason)
             return None
         context = await self._context(session, delivery, meeting, invitee)
         if context is None:
             reason = "no join details were stored for this recipient"
-            await self._retire(session, delivery, DeliveryStatus.DEAD, reason)
+            await self.retire(session, delivery, DeliveryStatus.DEAD, reason)
             return None
         return context
 
-    async def _retire(
+    async def retire(
         self, session: AsyncSession, delivery: Delivery, status: DeliveryStatus, reason: str
     ) -> None:
         """End a delivery that cannot or must not be sent, so it is never claimed again."""
@@ -257,7 +257,7 @@ async def _latest_sequences(
 
 
 # Meetings that will not take place (any more): their link must not go out again.
-_OVER = (MeetingState.CANCELLED, MeetingState.FAILED, MeetingState.ENDED, MeetingState.ROTATED)
+OVER = (MeetingState.CANCELLED, MeetingState.FAILED, MeetingState.ENDED, MeetingState.ROTATED)
 
 
 def _outdated(delivery: Delivery, meeting: Meeting, newest: int) -> bool:
@@ -270,7 +270,7 @@ def _outdated(delivery: Delivery, meeting: Meeting, newest: int) -> bool:
     """
     if delivery.sequence < newest:
         return True
-    return delivery.method == Method.REQUEST and meeting.state in _OVER
+    return delivery.method == Method.REQUEST and meeting.state in OVER
 
 
 def _uninvited(method: Method, meeting: Meeting, invitee: Invitee | None) -> bool:

@@ -21,18 +21,27 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from enum import Enum
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from provisioner.audit.service import record_event
 from provisioner.crypto import FieldCipher
 from provisioner.db import Database, utcnow
 from provisioner.delivery.alerts import ALERT_ROLE
-from provisioner.delivery.base import Channel, ChannelError, DeliveryContext, DeliveryReceipt
-from provisioner.delivery.batch import BatchLoader, Sendable
+from provisioner.delivery.base import (
+    Channel,
+    ChannelError,
+    DeliveryContext,
+    DeliveryReceipt,
+    Method,
+    Role,
+)
+from provisioner.delivery.batch import OVER, BatchLoader, Sendable
 from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.delivery.notices import NOTICE_ROLE
 from provisioner.delivery.outcomes import LogLines, OutcomeRecorder
@@ -182,9 +191,20 @@ class DeliveryWorker:
         log_ = log.bind(
             delivery_id=delivery.id, meeting_id=delivery.meeting_id, worker_id=self.worker_id
         )
-        if not await self._still_ours(delivery):
+        lease = await self._renew(delivery)
+        if lease is _Lease.LOST:
             log_.warning("delivery.claim_lost")
             return DeliveryStatus.SENDING
+        if lease is _Lease.OUTDATED:
+            # Changed since the batch was loaded (cancelled, moved, rotated): the newer
+            # message goes instead, and this one must not follow it out.
+            async with self._db.session() as session:
+                row = await session.get(Delivery, delivery.id, with_for_update=True)
+                if row is not None:
+                    await self._batch.retire(
+                        session, row, DeliveryStatus.SUPERSEDED, "changed before it was sent"
+                    )
+            return DeliveryStatus.SUPERSEDED
         receipt: DeliveryReceipt | None
         error: ChannelError | None
         if isinstance(context, DeliveryContext):
@@ -222,12 +242,14 @@ class DeliveryWorker:
         if self.metrics is not None and outcome is not None:
             self.metrics.delivery_settled(channel, outcome)
 
-    async def _still_ours(self, delivery: Delivery) -> bool:
-        """Renew the lease right before sending; False if another worker took the row.
+    async def _renew(self, delivery: Delivery) -> _Lease:
+        """Renew the lease right before sending, if the row is ours and still current.
 
         The lease was set for the whole batch; a slow relay could let it lapse for the
         rows at the end. Renewing per row (conditionally) means a row whose lease lapsed
-        and was re-claimed elsewhere is not sent twice.
+        and was re-claimed elsewhere is not sent twice. And the batch was loaded before
+        this send: a cancellation, a reschedule or a rotation committed since then makes
+        an invitation outdated, which must not reach anyone after its replacement.
         """
         now = utcnow()
         async with self._db.session() as session:
@@ -237,10 +259,20 @@ class DeliveryWorker:
                     Delivery.id == delivery.id,
                     Delivery.claimed_by == self.worker_id,
                     Delivery.status == DeliveryStatus.SENDING,
+                    _still_current(),
                 )
                 .values(lease_until=now + timedelta(seconds=self._settings.lease_seconds))
             )
-        return bool(getattr(renewed, "rowcount", 0))
+            if getattr(renewed, "rowcount", 0):
+                return _Lease.OURS
+            ours = await session.scalar(
+                select(Delivery.id).where(
+                    Delivery.id == delivery.id,
+                    Delivery.claimed_by == self.worker_id,
+                    Delivery.status == DeliveryStatus.SENDING,
+                )
+            )
+        return _Lease.OUTDATED if ours is not None else _Lease.LOST
 
     async def _maybe_delivered(self, session: AsyncSession, meeting_id: str) -> None:
         await session.flush()
@@ -270,6 +302,32 @@ class DeliveryWorker:
                 target_id=meeting_id,
                 details={},
             )
+
+
+class _Lease(Enum):
+    OURS = "ours"  # renewed: send it
+    LOST = "lost"  # another worker holds the row now
+    OUTDATED = "outdated"  # ours, but a newer message replaces it
+
+
+def _still_current() -> ColumnElement[bool]:
+    """The row's message is the newest to its recipient, and no invitation to a meeting
+    that is over (the rules `batch._outdated` applies at load, checked again at send)."""
+    newer = aliased(Delivery)
+    superseded = exists().where(
+        newer.meeting_id == Delivery.meeting_id,
+        newer.role.in_((Role.HOST, Role.INVITEE)),
+        or_(
+            newer.invitee_id == Delivery.invitee_id,
+            and_(newer.invitee_id.is_(None), Delivery.invitee_id.is_(None)),
+        ),
+        newer.sequence > Delivery.sequence,
+    )
+    over = exists().where(Meeting.id == Delivery.meeting_id, Meeting.state.in_(OVER))
+    return or_(
+        Delivery.role.notin_((Role.HOST, Role.INVITEE)),  # alerts and notices report facts
+        and_(~superseded, or_(Delivery.method != Method.REQUEST, ~over)),
+    )
 
 
 async def _first_of(*events: asyncio.Event) -> None:

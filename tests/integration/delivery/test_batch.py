@@ -3,15 +3,17 @@ and a row that cannot be read dies alone instead of blocking its batch."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import httpx
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 
 from provisioner.db import utcnow
+from provisioner.delivery.base import DeliveryContext, DeliveryReceipt
 from provisioner.delivery.batch import BatchLoader
 from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.delivery.worker import DeliveryWorker
@@ -326,3 +328,52 @@ class TestUnreadableRow:
         async with state.db.session() as session:
             statuses = (await session.scalars(select(Delivery.status))).all()
         assert statuses == [DeliveryStatus.SENDING] * 4
+
+
+class CancelsOnFirstSend(FakeChannel):
+    """Sends, but the host cancels the meeting while the first message is at the relay."""
+
+    def __init__(self, cancel: Callable[[], Awaitable[None]]) -> None:
+        super().__init__()
+        self._cancel: Callable[[], Awaitable[None]] | None = cancel
+
+    async def send(self, context: DeliveryContext) -> DeliveryReceipt:
+        receipt = await super().send(context)
+        if self._cancel is not None:
+            cancel, self._cancel = self._cancel, None
+            await cancel()
+        return receipt
+
+
+@pytest.mark.usefixtures("fake_provider")
+class TestChangedWhileTheBatchIsSent:
+    async def test_invitations_loaded_before_a_cancellation_do_not_follow_it_out(
+        self,
+        client: httpx.AsyncClient,
+        host_headers: dict[str, str],
+        state: AppState,
+        settings: Settings,
+    ) -> None:
+        created = await create(client, host_headers, provider="fake")
+        channel = CancelsOnFirstSend(lambda: cancel(client, host_headers, created["id"]))
+        worker = worker_with(state, channel, settings)
+
+        await worker.drain()
+
+        # One invitation went out before the cancellation; the rest of that batch was
+        # already loaded, yet none of them follows the CANCEL: everyone gets the CANCEL.
+        requests = [c for c in channel.sent if c.method == "REQUEST"]
+        cancels = {c.recipient.email for c in channel.sent if c.method == "CANCEL"}
+        assert len(requests) == 1
+        assert cancels == {"dana@example.com", *(i["email"] for i in meeting_body()["invitees"])}
+        async with state.db.session() as session:
+            superseded = await session.scalar(
+                select(func.count())
+                .select_from(Delivery)
+                .where(
+                    Delivery.meeting_id == created["id"],
+                    Delivery.status == DeliveryStatus.SUPERSEDED,
+                    Delivery.method == "REQUEST",
+                )
+            )
+        assert superseded == 3  # the three loaded invitations that did not go out
