@@ -11,25 +11,32 @@ URL-encoded form or as a multipart form. UTF-8 JSON can carry NUL only as the es
 `\\u0000`, so a body without those six bytes (or a zero byte, as UTF-16 and UTF-32 JSON
 have) is passed on untouched after a substring search; only a suspicious body is parsed to
 name the field (and passed on if the bytes were an escaped backslash after all). A
-multipart body is split into its parts only when it holds a zero byte, and only its text
-fields are refused: a file part (one with a filename) may hold NUL bytes legitimately.
+multipart body is parsed, with the app's own multipart parser, only when it holds a zero
+byte or declares a charset other than UTF-8, and only its text fields are refused: a file
+part (one with a filename) may hold NUL bytes legitimately.
 Any page form can be sent as multipart, so the forms' text is guarded whatever the
 encoding (the body-size limit outside this middleware bounds what is read).
 """
 
 from __future__ import annotations
 
+import codecs
 import json
-import re
 from collections.abc import Iterator
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from python_multipart.exceptions import FormParserError
+from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from provisioner.errors import FieldError
 from provisioner.problems import problem
+
+if TYPE_CHECKING:  # a TypedDict python-multipart declares for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 __all__ = ["NulGuardMiddleware"]
 
@@ -60,8 +67,8 @@ class NulGuardMiddleware:
         if body is None:  # the client left mid-body; answered as the app's parser would
             await _refuse(scope, receive, send, "body", "the body was incomplete")
             return
-        if isinstance(kind, bytes):
-            field = _in_multipart(body, boundary=kind)
+        if kind == "multipart":
+            field = _in_multipart(body, _content_type(scope) or b"")
         elif kind == "json":
             field = _in_json(body)
         else:
@@ -89,51 +96,111 @@ def _in_urlencoded(data: bytes, *, fallback: str) -> str | None:
     return None
 
 
-def _body_kind(scope: Scope) -> str | bytes | None:
-    """ "json", "form", a multipart body's boundary, or None for a body not looked at."""
+def _body_kind(scope: Scope) -> str | None:
+    """ "json", "form", "multipart", or None for a body not looked at."""
     if scope["method"] in ("GET", "HEAD", "OPTIONS"):
         return None
+    content_type = _content_type(scope)
+    if content_type is None:
+        return None
+    media = content_type.split(b";", 1)[0].strip().lower()
+    if media == b"application/json" or media.endswith(b"+json"):
+        return "json"
+    if media == b"application/x-www-form-urlencoded":
+        return "form"
+    if media == b"multipart/form-data":
+        return "multipart"
+    return None
+
+
+def _content_type(scope: Scope) -> bytes | None:
     for name, value in scope["headers"]:
         if name == b"content-type":
-            media = value.split(b";", 1)[0].strip().lower()
-            if media == b"application/json" or media.endswith(b"+json"):
-                return "json"
-            if media == b"application/x-www-form-urlencoded":
-                return "form"
-            if media == b"multipart/form-data":
-                boundary = _BOUNDARY.search(value)
-                return (boundary.group(1) or boundary.group(2)) if boundary else None
-            return None
+            header: bytes = value
+            return header
     return None
 
 
-_BOUNDARY = re.compile(rb'boundary=(?:"([^"]+)"|([^\s;]+))', re.IGNORECASE)
-_PART_NAME = re.compile(rb'\bname="([^"]*)"', re.IGNORECASE)
+def _in_multipart(body: bytes, content_type: bytes) -> str | None:
+    """The first text field of a multipart form holding a NUL (files may hold them).
+
+    Read with the parser the app's forms use, driven as Starlette drives it (the boundary
+    and each part's Content-Disposition through `parse_options_header`, a part with a
+    `filename` parameter is a file, text decoded with the body's charset): a guard that
+    split the body its own way would see other parts than the app does.
+    """
+    _, params = parse_options_header(content_type)
+    boundary = params.get(b"boundary")
+    charset = _charset(params.get(b"charset"))
+    if not boundary or (b"\x00" not in body and charset == "utf-8"):
+        return None  # no boundary: the app refuses the form itself
+    found: list[str] = []
+    part = _Part()
+
+    def on_part_begin() -> None:
+        nonlocal part
+        part = _Part()
+
+    def on_header_field(data: bytes, start: int, end: int) -> None:
+        part.header_name += data[start:end]
+
+    def on_header_value(data: bytes, start: int, end: int) -> None:
+        part.header_value += data[start:end]
+
+    def on_header_end() -> None:
+        if part.header_name.lower() == b"content-disposition":
+            part.disposition = part.header_value
+        part.header_name, part.header_value = b"", b""
+
+    def on_part_data(data: bytes, start: int, end: int) -> None:
+        part.data += data[start:end]
+
+    def on_part_end() -> None:
+        _, options = parse_options_header(part.disposition)
+        name = _decode(options.get(b"name", b""), charset)
+        if b"filename" not in options and (NUL in name or NUL in _decode(part.data, charset)):
+            found.append(name.replace(NUL, "") or "body")
+
+    callbacks: MultipartCallbacks = {
+        "on_part_begin": on_part_begin,
+        "on_header_field": on_header_field,
+        "on_header_value": on_header_value,
+        "on_header_end": on_header_end,
+        "on_part_data": on_part_data,
+        "on_part_end": on_part_end,
+    }
+    try:
+        parser = MultipartParser(boundary, callbacks)
+        parser.write(body)
+        parser.finalize()
+    except FormParserError:
+        return None  # malformed: the app's own parser answers that
+    return found[0] if found else None
 
 
-def _in_multipart(body: bytes, *, boundary: bytes) -> str | None:
-    """The first text field of a multipart form holding a NUL byte (files may hold them)."""
-    if b"\x00" not in body:
-        return None
-    for part in body.split(b"--" + boundary):
-        head, blank_line, content = part.partition(b"\r\n\r\n")
-        if not blank_line or (b"\x00" not in content and b"\x00" not in head):
-            continue
-        disposition = next(
-            (
-                line
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"content-disposition:")
-            ),
-            b"",
-        )
-        if b"filename" in disposition.lower() and b"\x00" not in head:
-            continue  # a file's bytes are the file's business
-        name = _PART_NAME.search(disposition)
-        return (
-            name.group(1).replace(b"\x00", b"").decode("utf-8", "replace") if name else ""
-        ) or "body"
-    return None
+@dataclass
+class _Part:
+    header_name: bytes = b""
+    header_value: bytes = b""
+    disposition: bytes = b""
+    data: bytes = b""
+
+
+def _charset(value: bytes | None) -> str:
+    """The body's charset as Starlette resolves it (UTF-8 by default, unknown: Latin-1)."""
+    if value is None:
+        return "utf-8"
+    try:
+        return codecs.lookup(value.decode("latin-1")).name
+    except LookupError:
+        return "latin-1"
+
+
+def _decode(raw: bytes, charset: str) -> str:
+    try:
+        return raw.decode(charset)
+    except (UnicodeDecodeError, LookupError):
+        return raw.decode("latin-1")
 
 
 async def _read_body(receive: Receive) -> bytes | None:

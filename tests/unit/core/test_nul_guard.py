@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from starlette.types import Message, Receive, Scope, Send
 
 from provisioner.nul_guard import NulGuardMiddleware
@@ -130,3 +131,22 @@ async def test_a_multipart_file_may_hold_nul_bytes() -> None:
     body = multipart((b'name="summary"', b"fine"), (b'name="files"; filename="a.png"', png))
     app, sent = await run([{"type": "http.request", "body": body}], body_type=MULTIPART)
     assert app.bodies == [body] and sent[0]["status"] == 204
+
+
+@pytest.mark.parametrize(
+    ("content_type", "disposition", "text"),
+    [
+        # Each read the form's text field past a hand-made parser; the app's parser reads
+        # them all as text, so the guard (now the same parser) refuses them all.
+        (b"multipart/form-data; boundary = b0undary", b'name="note"', b"a\x00b"),
+        (MULTIPART, b'name="note"; x="filename"', b"a\x00b"),
+        (b"multipart/form-data; boundary=b0undary; charset=utf-7", b'name="note"', b"a+AAA-b"),
+    ],
+)
+async def test_multipart_is_read_as_the_app_reads_it(
+    content_type: bytes, disposition: bytes, text: bytes
+) -> None:
+    body = multipart((disposition, text))
+    app, sent = await run([{"type": "http.request", "body": body}], body_type=content_type)
+    assert app.bodies == [] and sent[0]["status"] == 422
+    assert json.loads(sent[1]["body"])["errors"][0]["field"] == "note"
