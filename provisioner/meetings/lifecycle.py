@@ -106,9 +106,16 @@ async def reschedule_meeting(
         ProviderError / VerificationFailed: the provider failed or did not apply it.
     """
     _require(provider, Feature.RESCHEDULE)
+    now = utcnow()
     async with deps.db.session() as session:
         meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
         _check_changeable(meeting)
+        if meeting.ends_at <= now:
+            # Over by the clock (nothing marks a meeting ended unless someone ends it): a
+            # change would send its link out again, to the late invitees too.
+            raise MeetingNotChangeable(
+                meeting.id, state=f"over (it ended {meeting.ends_at:%Y-%m-%d %H:%M} UTC)"
+            )
         settings = settings_from_json(meeting.settings)
         timezone = change.timezone or meeting.timezone
         start = change.aware_start(timezone) or meeting.starts_at
@@ -140,9 +147,11 @@ async def reschedule_meeting(
         spec = replace(spec, invitees=tuple(people))
     removed = sorted(current - {p.email for p in spec.invitees})
     # Only a start the caller moves must be ahead: a running meeting may still be renamed,
-    # extended or given a late invitee.
-    if change.start is not None and start < utcnow() - START_SKEW:
+    # extended or given a late invitee, also by a calendar that sends every field again.
+    if change.start is not None and start != meeting.starts_at and start < now - START_SKEW:
         errors.append(FieldError("start", "must not be in the past"))
+    elif spec.end <= now:
+        errors.append(FieldError("duration_minutes", "would end the meeting in the past"))
     if minutes > settings.max_duration_minutes:
         errors.append(
             FieldError(

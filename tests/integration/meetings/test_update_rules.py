@@ -99,3 +99,58 @@ async def test_an_explicit_null_is_refused_naming_the_field_and_invites_nobody(
         assert [e["field"] for e in answer.json()["errors"]] == [field]
 
     assert await deliveries_of(state, meeting["id"]) == before
+
+
+async def test_a_meeting_over_by_the_clock_is_not_changed_and_nobody_is_invited(
+    client: httpx.AsyncClient,
+    host_headers: dict[str, str],
+    state: AppState,
+    fake: FakeProvider,  # noqa: F811
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    meeting = await created_meeting(client, host_headers, provider="fake", start=now.isoformat())
+    async with state.db.session() as session:  # it ran yesterday; nobody pressed "end"
+        await session.execute(
+            update(Meeting)
+            .where(Meeting.id == meeting["id"])
+            .values(starts_at=now - timedelta(days=1), ends_at=now - timedelta(days=1, minutes=-30))
+        )
+    before = await deliveries_of(state, meeting["id"])
+    late = [*meeting_body()["invitees"], {"email": "late@example.com", "name": "Late"}]
+
+    answer = await client.patch(
+        f"/api/v1/meetings/{meeting['id']}", json={"invitees": late}, headers=host_headers
+    )
+
+    assert answer.status_code == 409, answer.text
+    assert answer.json()["type"].endswith("/meeting-not-changeable")
+    assert "over" in answer.json()["detail"]
+    assert await deliveries_of(state, meeting["id"]) == before  # no link went out again
+
+
+async def test_a_calendar_sending_the_unchanged_start_of_a_running_meeting_is_fine(
+    client: httpx.AsyncClient,
+    host_headers: dict[str, str],
+    state: AppState,
+    fake: FakeProvider,  # noqa: F811
+) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    meeting = await created_meeting(client, host_headers, provider="fake", start=now.isoformat())
+    started = now - timedelta(hours=1)
+    async with state.db.session() as session:
+        await session.execute(
+            update(Meeting)
+            .where(Meeting.id == meeting["id"])
+            .values(starts_at=started, ends_at=now + timedelta(minutes=30))
+        )
+    url = f"/api/v1/meetings/{meeting['id']}"
+
+    synced = await client.patch(
+        url, json={"start": started.isoformat(), "topic": "Synced"}, headers=host_headers
+    )
+    assert synced.status_code == 200, synced.text
+    cut_short = await client.patch(url, json={"duration_minutes": 30}, headers=host_headers)
+    assert cut_short.status_code == 422
+    assert cut_short.json()["errors"] == [
+        {"field": "duration_minutes", "reason": "would end the meeting in the past"}
+    ]
