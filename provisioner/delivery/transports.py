@@ -6,7 +6,7 @@ from the class alone:
     ChannelError
     ├── ChannelRetriable            connection refused, timeouts, dropped connections, 4xx
     │   └── MailRelayMisconfigured  credentials refused, STARTTLS missing, certificate
-    │                               rejected, the sender refused (5xx to MAIL FROM) or
+    │                               rejected, the sender refused (550/553/555 to MAIL FROM) or
     │                               needing SMTPUTF8: every delivery fails until an
     │                               operator acts
     └── ChannelRejected             5xx for this message (recipient or content), or
@@ -371,11 +371,16 @@ def _raise_for_connect(exc: BaseException) -> NoReturn:
     raise exc
 
 
+# 5xx replies to MAIL FROM that refuse the address itself (RFC 5321 4.2.3).
+_SENDER_REFUSED = frozenset({550, 553, 555})
+
+
 def _raise_for_reply(exc: aiosmtplib.SMTPResponseException) -> NoReturn:
-    if isinstance(exc, aiosmtplib.SMTPSenderRefused) and exc.code >= 500:
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused) and exc.code in _SENDER_REFUSED:
         # Our own address (email.sender) refused for good: every message would fail the
         # same way, and dead-lettering them all at once would lose the invitations that a
         # configuration fix will send. Retried slowly, under the class alerting pages on.
+        # (A 552 to MAIL FROM is about this message's SIZE, not the sender: refused below.)
         raise MailRelayMisconfigured(f"the mail relay refused the sender ({exc.code})") from exc
     described = {
         aiosmtplib.SMTPSenderRefused: "the mail relay refused the sender",

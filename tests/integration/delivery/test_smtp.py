@@ -275,6 +275,18 @@ class TestReplies:
 
         assert "550" in str(caught.value) and "not allowed" not in str(caught.value)
 
+    async def test_a_message_too_large_for_the_relay_is_refused_not_a_configuration_problem(
+        self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
+    ) -> None:
+        # aiosmtplib puts SIZE= on MAIL FROM: a 552 there is about this message alone.
+        handler = RecordingHandler(mail_replies=["552 5.3.4 message size exceeds limit"])
+        transport = make_transport(start_smtp_server(handler=handler).settings())
+
+        with pytest.raises(ChannelRejected) as caught:
+            await transport.send(simple_message())
+
+        assert "552" in str(caught.value)
+
     async def test_the_connection_is_usable_after_a_rejection(
         self, start_smtp_server: Callable[..., SmtpServer], make_transport: MakeTransport
     ) -> None:
