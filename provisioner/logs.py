@@ -19,6 +19,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any
 
@@ -93,7 +94,7 @@ class _Writer:
 
     def __init__(self, lines: queue.Queue[str | None], stream: Any) -> None:
         self._lines = lines
-        self._stream = stream
+        self.stream = stream
         self._thread: threading.Thread | None = threading.Thread(
             target=self._run, name="log-writer", daemon=True
         )
@@ -110,34 +111,53 @@ class _Writer:
             text = "".join(f"{line}\n" for line in batch if line is not None)
             if text:
                 try:
-                    self._stream.write(text)
-                    self._stream.flush()
+                    self.stream.write(text)
+                    self.stream.flush()
                 except (OSError, ValueError):
                     pass  # a closed or broken sink: nowhere left to say so
             if None in batch:
                 return
 
-    def stop(self, timeout: float) -> None:
-        """Write what is queued, then end the thread; never hangs on a stuck sink."""
+    def stop(self, timeout: float) -> bool:
+        """Write what is queued, then end the thread; waits `timeout` in all at most.
+
+        Returns whether the thread ended (False: the sink is stuck).
+        """
         if self._thread is None:
-            return
+            return True
+        deadline = time.monotonic() + timeout
         try:
             self._lines.put(None, timeout=timeout)
         except queue.Full:
             pass  # the sink has not moved for `timeout` seconds: leave it to the exit
-        self._thread.join(timeout)
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        ended = not self._thread.is_alive()
         self._thread = None
+        return ended
 
 
 _writer: _Writer | None = None
 
 
 def stop_background_writer(timeout: float = 5.0) -> None:
-    """Write what is queued and stop the writer thread (at exit; waits `timeout` at most)."""
+    """Write what is queued and stop the writer thread (at exit; waits `timeout` at most).
+
+    Lines logged afterwards (another exit hook, a daemon thread) are written by the caller
+    again, not queued for a writer that is gone; unless the sink is stuck, when they are
+    left in the queue rather than hang the exit.
+    """
     global _writer
-    if _writer is not None:
-        _writer.stop(timeout)
-        _writer = None
+    if _writer is None:
+        return
+    writer, _writer = _writer, None
+    if not writer.stop(timeout):
+        return
+    root = logging.getLogger()
+    for index, handler in enumerate(root.handlers):
+        if isinstance(handler, _QueueingHandler):
+            direct = logging.StreamHandler(writer.stream)
+            direct.setFormatter(handler.formatter)
+            root.handlers[index] = direct
 
 
 atexit.register(stop_background_writer)

@@ -1,5 +1,5 @@
 """Migrations against the models: `upgrade head` builds exactly what the models declare,
-and the newest migration goes down and up again cleanly (SQLite and PostgreSQL)."""
+and the newest migrations go down and up again cleanly (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -35,15 +35,22 @@ def _tables(connection: Connection) -> set[str]:
     return set(inspect(connection).get_table_names())
 
 
+def _meeting_columns(connection: Connection) -> set[str]:
+    return {column["name"] for column in inspect(connection).get_columns("meetings")}
+
+
 async def test_the_migrated_schema_matches_the_models(database_url: str) -> None:
     assert await _run(database_url, _differences) == []
 
 
-async def test_browser_sessions_go_down_and_up_again(database_url: str) -> None:
+async def test_the_session_and_integration_migrations_go_down_and_up_again(
+    database_url: str,
+) -> None:
     config = alembic_config(database_url)
     await asyncio.to_thread(command.downgrade, config, "0010")
     try:
-        assert "browser_sessions" not in await _run(database_url, _tables)
+        assert "browser_sessions" not in await _run(database_url, _tables)  # 0011
+        assert "requested_by" not in await _run(database_url, _meeting_columns)  # 0012
     finally:
         await upgrade_async(database_url)
     assert "browser_sessions" in await _run(database_url, _tables)

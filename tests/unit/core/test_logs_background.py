@@ -128,6 +128,27 @@ def test_stopping_gives_up_on_a_sink_that_never_moves(sink: StalledSink) -> None
     assert not stopper.is_alive(), "stopping hung on a stuck sink"
 
 
+def test_after_the_writer_stops_lines_are_written_by_the_caller(sink: StalledSink) -> None:
+    configure_logging(level="INFO", fmt="json", stream=sink, background=True)
+    sink.release()
+    structlog.get_logger("test").info("before.stop")
+    stop_background_writer()
+
+    structlog.get_logger("test").info("after.stop")  # an exit hook, say
+
+    assert sink.events() == ["before.stop", "after.stop"]  # not left in a dead queue
+
+
+def test_after_giving_up_on_a_stuck_sink_logging_still_never_waits(sink: StalledSink) -> None:
+    configure_logging(level="INFO", fmt="json", stream=sink, background=True, queue_lines=1)
+    structlog.get_logger("test").info("stuck")
+    assert sink.entered.wait(LIVENESS_S)
+    log_from_a_thread("queued")  # the queue is full: the stop signal finds no room
+    stop_background_writer(timeout=0.05)
+    # The caller does not take the writing over from a writer stuck in the sink.
+    log_from_a_thread("while.stuck")
+
+
 def test_without_background_the_caller_writes() -> None:
     lines: list[str] = []
 
