@@ -56,6 +56,9 @@ SIGN_IN_FAILURES: dict[str, str] = {
     "oversized_claims": "The identity provider sent an identity too long to keep.",
 }
 _UNKNOWN_FAILURE = "other"
+# The identity provider cannot be used: unreachable, or an answer that is not JSON (a proxy's
+# error page instead of the discovery document or the token response).
+_UNAVAILABLE = (httpx.HTTPError, ValueError)
 NextParam = Annotated[str | None, Query(alias="next", max_length=512)]
 
 _NEXT_KEY = "next_after_sign_in"
@@ -114,7 +117,7 @@ async def start_sign_in(request: Request, state: StateDep, next_: NextParam = No
         response: Response = await client.authorize_redirect(
             request, _base(state.settings) + "/auth/callback"
         )
-    except httpx.HTTPError as exc:  # discovery failed: the identity provider is unreachable
+    except _UNAVAILABLE as exc:  # discovery failed: unreachable, or not JSON (a proxy's page)
         log.warning("auth.provider_unavailable", error=type(exc).__name__)
         return _failed(request, "provider_unavailable", status_code=503)
     return response
@@ -142,7 +145,7 @@ async def callback(request: Request, state: StateDep) -> Response:
     except JoseError as exc:  # the id_token failed validation (nonce, aud, iss, signature)
         log.info("auth.sign_in_refused", error=type(exc).__name__)
         return _failed(request, "invalid_id_token", status_code=403)
-    except httpx.HTTPError as exc:  # the identity provider is unreachable
+    except _UNAVAILABLE as exc:  # the identity provider is unreachable or answers garbage
         log.warning("auth.provider_unavailable", error=type(exc).__name__)
         return _failed(request, "provider_unavailable", status_code=503)
     claims = token.get("userinfo") or {}
@@ -178,7 +181,7 @@ async def sign_out(request: Request, state: StateDep) -> Response:
     client: Any = oauth.create_client(CLIENT_NAME)
     try:
         metadata: dict[str, Any] = await client.load_server_metadata()
-    except httpx.HTTPError as exc:
+    except _UNAVAILABLE as exc:
         log.warning("auth.provider_unavailable", error=type(exc).__name__, during="sign_out")
         return RedirectResponse("/auth/signed-out", status_code=303)
     endpoint = metadata.get("end_session_endpoint")

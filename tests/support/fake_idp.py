@@ -27,10 +27,12 @@ CLIENT_SECRET = "fake-idp-client-secret"  # noqa: S105 (a test's own value)
 
 @dataclass
 class FakeIdentityProvider:
-    """Discovery, JWKS and a token endpoint; `down` makes every call fail to connect."""
+    """Discovery, JWKS and a token endpoint; `down` makes every call fail to connect,
+    `garbled` answers every call with a proxy's HTML error page."""
 
     issuer: LocalIssuer = field(default_factory=lambda: LocalIssuer(issuer=ISSUER))
     down: bool = False
+    garbled: bool = False
     # The claims of the next id_token (iss, exp, iat are added unless given).
     next_claims: dict[str, Any] = field(default_factory=dict)
     issued_id_tokens: list[str] = field(default_factory=list)
@@ -46,6 +48,8 @@ class FakeIdentityProvider:
     def _handle(self, request: httpx.Request) -> httpx.Response:
         if self.down:
             raise httpx.ConnectError("the identity provider is down", request=request)
+        if self.garbled:
+            return httpx.Response(200, text="<html>502 Bad Gateway</html>")
         path = request.url.path
         if path == "/.well-known/openid-configuration":
             return httpx.Response(200, json=self.metadata())

@@ -244,6 +244,24 @@ class TestIdentityProviderUnavailable:
         assert started.headers["content-type"].startswith("text/html")
         assert "provider_unavailable" in started.text
 
+    async def test_an_identity_provider_answering_garbage_is_a_503_page_not_a_500(
+        self,
+        app: FastAPI,
+        browser: httpx.AsyncClient,
+        idp: FakeIdentityProvider,
+        settings: Settings,
+        state: AppState,
+    ) -> None:
+        await sign_in_with(browser, idp, **DANA)
+        garbled = FakeIdentityProvider(issuer=idp.issuer, garbled=True)
+        garbled.install(app, settings.oidc)  # a fresh client: no discovery document cached
+
+        started = await browser.get("/auth/start", params={"next": "/meetings"})
+        assert started.status_code == 503 and "provider_unavailable" in started.text
+        out = await sign_out(browser)  # and our session still ends
+        assert out.status_code == 303 and out.headers["location"] == "/auth/signed-out"
+        assert await rows(state) == []
+
 
 class TestCallbackRefusals:
     async def test_an_id_token_for_another_application_is_refused(
