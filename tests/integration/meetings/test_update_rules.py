@@ -4,6 +4,7 @@ change is checked only on what it changes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 from sqlalchemy import func, select, update
@@ -18,6 +19,28 @@ from tests.support.meeting_fixtures import created_meeting, fake  # noqa: F401 (
 
 def people(count: int) -> list[dict[str, str]]:
     return [{"email": f"p{n}@example.com", "name": f"Person {n}"} for n in range(count)]
+
+
+async def meeting_held(
+    client: httpx.AsyncClient,
+    headers: dict[str, str],
+    state: AppState,
+    *,
+    started: timedelta,
+    ends_in: timedelta,
+) -> dict[str, Any]:
+    """A meeting on the fake provider that started `started` ago and ends `ends_in` from
+    now (negative: it is over), as the clock sees it; provisioned now, then moved."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    meeting = await created_meeting(client, headers, provider="fake", start=now.isoformat())
+    async with state.db.session() as session:
+        await session.execute(
+            update(Meeting)
+            .where(Meeting.id == meeting["id"])
+            .values(starts_at=now - started, ends_at=now + ends_in)
+        )
+    meeting["start"] = (now - started).isoformat()
+    return meeting
 
 
 async def deliveries_of(state: AppState, meeting_id: str) -> int:
@@ -59,14 +82,9 @@ async def test_a_running_meeting_can_be_renamed_and_get_a_late_invitee(
     state: AppState,
     fake: FakeProvider,  # noqa: F811
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
-    meeting = await created_meeting(client, host_headers, provider="fake", start=now.isoformat())
-    async with state.db.session() as session:  # it started an hour ago
-        await session.execute(
-            update(Meeting)
-            .where(Meeting.id == meeting["id"])
-            .values(starts_at=now - timedelta(hours=1), ends_at=now + timedelta(minutes=30))
-        )
+    meeting = await meeting_held(
+        client, host_headers, state, started=timedelta(hours=1), ends_in=timedelta(minutes=30)
+    )
     url = f"/api/v1/meetings/{meeting['id']}"
 
     renamed = await client.patch(url, json={"topic": "Renamed"}, headers=host_headers)
@@ -78,7 +96,7 @@ async def test_a_running_meeting_can_be_renamed_and_get_a_late_invitee(
     assert "late@example.com" in {i["email"] for i in invited.json()["invitees"]}
 
     # Moving it into the past is still refused, naming the field that was sent.
-    past = (now - timedelta(hours=2)).isoformat()
+    past = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
     moved = await client.patch(url, json={"start": past}, headers=host_headers)
     assert moved.status_code == 422
     assert moved.json()["errors"] == [{"field": "start", "reason": "must not be in the past"}]
@@ -107,14 +125,10 @@ async def test_a_meeting_over_by_the_clock_is_not_changed_and_nobody_is_invited(
     state: AppState,
     fake: FakeProvider,  # noqa: F811
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
-    meeting = await created_meeting(client, host_headers, provider="fake", start=now.isoformat())
-    async with state.db.session() as session:  # it ran yesterday; nobody pressed "end"
-        await session.execute(
-            update(Meeting)
-            .where(Meeting.id == meeting["id"])
-            .values(starts_at=now - timedelta(days=1), ends_at=now - timedelta(days=1, minutes=-30))
-        )
+    # It ran yesterday; nobody pressed "end".
+    meeting = await meeting_held(
+        client, host_headers, state, started=timedelta(days=1), ends_in=-timedelta(hours=23)
+    )
     before = await deliveries_of(state, meeting["id"])
     late = [*meeting_body()["invitees"], {"email": "late@example.com", "name": "Late"}]
 
@@ -134,19 +148,13 @@ async def test_a_calendar_sending_the_unchanged_start_of_a_running_meeting_is_fi
     state: AppState,
     fake: FakeProvider,  # noqa: F811
 ) -> None:
-    now = datetime.now(UTC).replace(microsecond=0)
-    meeting = await created_meeting(client, host_headers, provider="fake", start=now.isoformat())
-    started = now - timedelta(hours=1)
-    async with state.db.session() as session:
-        await session.execute(
-            update(Meeting)
-            .where(Meeting.id == meeting["id"])
-            .values(starts_at=started, ends_at=now + timedelta(minutes=30))
-        )
+    meeting = await meeting_held(
+        client, host_headers, state, started=timedelta(hours=1), ends_in=timedelta(minutes=30)
+    )
     url = f"/api/v1/meetings/{meeting['id']}"
 
     synced = await client.patch(
-        url, json={"start": started.isoformat(), "topic": "Synced"}, headers=host_headers
+        url, json={"start": meeting["start"], "topic": "Synced"}, headers=host_headers
     )
     assert synced.status_code == 200, synced.text
     cut_short = await client.patch(url, json={"duration_minutes": 30}, headers=host_headers)
