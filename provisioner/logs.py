@@ -222,5 +222,21 @@ def configure_logging(
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    for noisy in ("aiosqlite", "asyncio", "httpx", "httpcore"):
+    # Held at WARNING whatever `level` says: at DEBUG these print request and response
+    # bodies, and a secret store's answer (AWS's `SecretString`, Vault's data) arrives
+    # before its value is known to the redactor.
+    for noisy in _NOISY:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+_NOISY = (
+    "aiosqlite",
+    "asyncio",
+    "httpx",
+    "httpcore",
+    "botocore",
+    "boto3",
+    "urllib3",
+    "requests",
+    "hvac",
+)

@@ -20,7 +20,7 @@ REDACTED = "[redacted]"
 
 _SECRET_KEY = re.compile(
     r"(passcode|password|passwd|secret|token|jwt|join_url|joinurl|authorization|api_key|"
-    r"private_key|cookie|credential)",
+    r"private_key|service_account_key|cookie|credential)",
     re.IGNORECASE,
 )
 _SECRET_VALUE = re.compile(

@@ -8,7 +8,7 @@ import logging
 import structlog
 
 from provisioner.logs import configure_logging
-from provisioner.redaction import REDACTED, redact, scrub_text
+from provisioner.redaction import REDACTED, is_secret_key, redact, scrub_text
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJlLXZhbHVl"
 
@@ -64,3 +64,25 @@ class TestJoinQuerySecrets:
     def test_ordinary_words_are_left_alone(self) -> None:
         text = "the token ring and a pwd of bread; tk=1 outside a query"
         assert scrub_text(text) == text
+
+
+class TestSecretKeyNames:
+    def test_a_google_service_account_key_is_a_secret(self) -> None:
+        # It holds an RSA private key: never logged, and refused as a plain value in
+        # production like every other secret.
+        assert is_secret_key("service_account_key")
+        assert not is_secret_key("service_account_file")
+
+
+class TestNoisyLibraries:
+    def test_clients_that_print_bodies_stay_quiet_at_debug(self) -> None:
+        stream = io.StringIO()
+        configure_logging(level="DEBUG", fmt="json", stream=stream)
+        try:
+            # botocore prints a Secrets Manager answer (the secret) at DEBUG.
+            for name in ("botocore", "boto3", "urllib3", "requests", "hvac", "httpx"):
+                assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+                logging.getLogger(f"{name}.parsers").debug("SecretString: hunter2-secret")
+        finally:
+            logging.getLogger().handlers.clear()
+        assert "hunter2-secret" not in stream.getvalue()
