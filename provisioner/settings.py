@@ -10,6 +10,8 @@ receives the result.
 from __future__ import annotations
 
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +30,7 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from provisioner.delivery.chat_config import SlackConfig, TeamsChatConfig
 
@@ -416,6 +419,14 @@ class SettingsError(Exception):
     """Start-up configuration is wrong; the message names every offending key."""
 
 
+def _environment_error(exc: PydanticSettingsError) -> str:
+    """pydantic-settings' message names the field (`error parsing value for field "x" from
+    source "EnvSettingsSource"`); only that part is kept, the value is never quoted."""
+    field = re.search(r'field "([^"]+)"', str(exc))
+    name = f"PROVISIONER_{field.group(1).upper()}" if field else "a PROVISIONER_ variable"
+    return f"{name}: not valid JSON for this table (or a nested __ variable is malformed)"
+
+
 def load_settings(**overrides: Any) -> Settings:
     """Build settings from file and environment, turning validation errors into one message."""
     config = os.environ.get(CONFIG_ENV)
@@ -435,6 +446,14 @@ def load_settings(**overrides: Any) -> Settings:
         )
     try:
         return Settings(**overrides)
+    except tomllib.TOMLDecodeError as exc:  # the message says where, never a value
+        raise SettingsError(f"invalid configuration:\n  {CONFIG_ENV}={config}: {exc}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(
+            f"invalid configuration:\n  {CONFIG_ENV}={config}: not UTF-8 text"
+        ) from None
+    except PydanticSettingsError as exc:  # a complex value in the environment is not JSON
+        raise SettingsError(f"invalid configuration:\n  {_environment_error(exc)}") from None
     except ValidationError as exc:
         lines = []
         for error in exc.errors():

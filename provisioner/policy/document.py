@@ -342,7 +342,12 @@ def load_policy(path: Path) -> PolicyDocument:
     """Read and validate the policy file at `path`.
 
     Raises:
-        InvalidPolicy: as for `parse_policy`.
+        InvalidPolicy: as for `parse_policy`, or the file is not UTF-8 text.
         OSError: the file cannot be read.
     """
-    return parse_policy(path.read_text(encoding="utf-8"), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text (byte {exc.start})"
+        raise InvalidPolicy(source=str(path), errors=(FieldError("file", reason),)) from None
+    return parse_policy(text, source=str(path))

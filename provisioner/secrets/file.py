@@ -27,6 +27,8 @@ class FileSecretStore:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise SecretNotFound(f"{ref}: no such file") from None
+        except UnicodeDecodeError:  # the codec's message would quote a byte of the secret
+            raise SecretNotFound(f"{ref}: not UTF-8 text") from None
         except OSError as exc:
             raise SecretUnavailable(f"{ref}: cannot read ({exc.strerror})") from None
         if ref.field is None:

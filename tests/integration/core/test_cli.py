@@ -79,3 +79,14 @@ class TestAuditVerifyDetectsTampering:
         result = runner.invoke(app, ["audit", "verify"])
         assert result.exit_code == 1
         assert "BROKEN at event 3" in result.output
+
+    def test_an_unreadable_audit_log_is_exit_2_not_a_tamper_verdict(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Exit 1 means "tampered": a database that cannot be read (here: never migrated)
+        # must not page anyone about tampering, nor end in a traceback.
+        empty = tmp_path / "empty.db"
+        monkeypatch.setenv("PROVISIONER_DATABASE__URL", f"sqlite+aiosqlite:///{empty}")
+        result = runner.invoke(app, ["audit", "verify"])
+        assert result.exit_code == 2, result.output
+        assert "cannot read the audit log: OperationalError" in result.output

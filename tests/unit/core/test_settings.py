@@ -53,6 +53,30 @@ class TestLoadSettings:
         with pytest.raises(SettingsError, match=r"email\.transprot: unknown key"):
             load_settings()
 
+    @pytest.mark.parametrize(
+        ("content", "reason"),
+        [
+            (b"[api\nmax_invitees = 3\n", "Expected ']'"),  # was a TOMLDecodeError traceback
+            (b'log_level = "\xe9"\n', "not UTF-8 text"),
+        ],
+    )
+    def test_a_file_that_is_not_toml_is_named(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, content: bytes, reason: str
+    ) -> None:
+        config = tmp_path / "c.toml"
+        config.write_bytes(content)
+        monkeypatch.setenv("PROVISIONER_CONFIG", str(config))
+        with pytest.raises(SettingsError, match=f"PROVISIONER_CONFIG=.*{reason}"):
+            load_settings()
+
+    def test_a_table_in_the_environment_that_is_not_json_is_named(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setenv("PROVISIONER_PROVIDERS", '{"zoom": {"client_secret": "s3cr3t-value"')
+        with pytest.raises(SettingsError, match="PROVISIONER_PROVIDERS: not valid JSON") as err:
+            load_settings()
+        assert "s3cr3t-value" not in str(err.value)  # the value is never quoted
+
     def test_unknown_environment_variable_is_named(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv("PROVISIONER_DATABSE__URL", "x")
         with pytest.raises(SettingsError, match="PROVISIONER_DATABSE__URL"):

@@ -642,3 +642,10 @@ class TestPresentation:
             "enforcement": "report",
             "source": "defaults",
         }
+
+
+def test_a_policy_file_that_is_not_utf8_is_invalid_naming_the_byte(tmp_path: Path) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_bytes(b"defaults:\n  chat: caf\xe9\n")
+    with pytest.raises(InvalidPolicy, match=r"file: not UTF-8 text \(byte 21\)"):
+        load_policy(policy)

@@ -75,6 +75,14 @@ class TestEnvAndFile:
         with pytest.raises(SecretNotFound):
             await store.get(SecretRef.parse(f"file:{tmp_path}/none"))
 
+    async def test_a_file_that_is_not_text_is_not_found_without_quoting_it(
+        self, tmp_path: Path
+    ) -> None:
+        (tmp_path / "binary").write_bytes(b"\x91\x92secret")
+        with pytest.raises(SecretNotFound, match="not UTF-8 text") as err:
+            await FileSecretStore().get(SecretRef.parse(f"file:{tmp_path}/binary"))
+        assert "0x91" not in str(err.value)  # the codec's message quoted a byte of it
+
 
 class FlakyStore:
     name = "flaky"
