@@ -109,6 +109,9 @@ class CachingSecretStore:
             except SecretError as exc:
                 log.warning("secrets.refresh.failed", ref=str(ref), reason=str(exc))
                 continue
+            except Exception as exc:  # a bug or an unmapped backend error: not the loop's end
+                log.error("secrets.refresh.failed", ref=str(ref), error_type=type(exc).__name__)
+                continue
             if value != entry.value:
                 changed.add(ref)
         return changed

@@ -110,6 +110,15 @@ class VaultSecretStore:
                 raise SecretUnavailable(
                     f"vault at {self.address} is not serving ({type(exc).__name__})"
                 ) from None
+            except (hvac.exceptions.InvalidPath, hvac.exceptions.Forbidden):
+                raise  # the callers say what a missing path or a refused token means
+            except hvac.exceptions.VaultError as exc:
+                # Anything else Vault (or a proxy before it) answers -- 502, 504, 429, 401 --
+                # is an outage to ride out on cached values, not a crash of the refresh
+                # loop or a traceback at start-up.
+                raise SecretUnavailable(
+                    f"vault at {self.address} answered {type(exc).__name__}"
+                ) from None
 
     async def _credentials(self) -> dict[str, str]:
         settings = self._settings
