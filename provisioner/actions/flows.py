@@ -17,6 +17,7 @@ from provisioner.actions.service import Action
 from provisioner.auth.principal import Principal
 from provisioner.errors import ProvisionerError
 from provisioner.meetings.lifecycle import end_meeting
+from provisioner.meetings.models import MeetingState
 from provisioner.meetings.repository import get_meeting_for_host
 from provisioner.meetings.rotate import RotationIncomplete, rotate_meeting
 from provisioner.meetings.service import Provisioning
@@ -51,7 +52,16 @@ async def carry_out(
     """
     async with deps.db.session() as session:
         meeting = await get_meeting_for_host(session, meeting_id=meeting_id, host=host)
-        provider_name = meeting.provider
+        provider_name, state = meeting.provider, meeting.state
+    if action is Action.ROTATE and state == MeetingState.ROTATED:
+        # A rotate link from an older invitation: this meeting was replaced already, and
+        # "rotating" it again would only finish that (it would not touch the live meeting,
+        # whose link may be the one that leaked). Say so, and give the link back.
+        raise ActionNotPossible(
+            "this meeting's link was already replaced by a new meeting, sent in a newer "
+            "invitation; to replace that one too, use the rotate link in the newest "
+            "invitation or the meeting page"
+        )
     if action is Action.REPORT:
         return ActionOutcome(
             redirect=f"/incidents/new?meeting={quote(meeting_id, safe='')}", meeting_id=meeting_id

@@ -131,3 +131,42 @@ async def test_an_unexpected_error_gives_the_link_back(
         assert link is not None and link.used_at is None and link.used_by is None
     [(action, details)] = await link_events(state, meeting_id)
     assert action == "action_link.refused" and details["outcome"] == "error"
+
+
+async def test_a_rotate_link_of_a_meeting_already_replaced_says_so_and_is_given_back(
+    client: httpx.AsyncClient,
+    browser: httpx.AsyncClient,
+    host_headers: dict[str, str],
+    state: AppState,
+    fake: FakeProvider,
+) -> None:
+    # The meeting was rotated (by the API, a responder, the page); later the new link
+    # leaks and the host clicks "Rotate" in the invitation they have: the old one's.
+    old_id = await running_meeting(client, host_headers)
+    link_id = str(uuid.uuid4())
+    async with state.db.session() as session:
+        session.add(
+            ActionLink(
+                id=link_id,
+                meeting_id=old_id,
+                delivery_id=str(uuid.uuid4()),
+                host_subject="dana",
+                action="rotate",
+                expires_at=utcnow() + timedelta(hours=2),
+            )
+        )
+    token = ActionLinkSigner.from_cipher(state.cipher).token(link_id)
+    rotated = await client.post(f"/api/v1/meetings/{old_id}/rotate", headers=host_headers)
+    assert rotated.status_code == 201, rotated.text
+    created = list(fake.created)
+
+    response = await browser.post(f"/actions/{token}", headers=HOST, data={"csrf_token": CSRF})
+
+    # It said "rotated" and did nothing to the live meeting; now it says what happened.
+    assert response.status_code == 409, response.text
+    assert "already replaced" in response.text and "newest" in response.text
+    assert "has been rotated" not in response.text
+    assert fake.created == created  # no meeting made, none claimed
+    async with state.db.session() as session:
+        link = await session.get(ActionLink, link_id)
+        assert link is not None and link.used_at is None  # given back
