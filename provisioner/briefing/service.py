@@ -69,7 +69,9 @@ async def acknowledge_briefing(
     row = BriefingAcknowledgement(
         id=str(uuid.uuid4()),
         subject=host.subject,
-        email=host.email.lower(),
+        # Only a verified address may stand for its owner: `has_acknowledged` matches by
+        # email too, and IT's list would otherwise credit the address's real owner.
+        email=host.email.lower() if host.email_verified and not host.is_integration else "",
         name=host.name,
         provider=provider,
         acknowledged_at=utcnow(),

@@ -3,6 +3,8 @@ provider's briefing; the refusal says what to do and where, and creates nothing.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import httpx
 import pytest
 from sqlalchemy import func, select
@@ -84,6 +86,22 @@ class TestApiRefusal:
             )
         assert [(r.email, r.provider) for r in rows] == [("dana@example.com", "jitsi")]
         assert events == 1
+
+    async def test_an_unverified_address_does_not_acknowledge_for_its_owner(
+        self, client: httpx.AsyncClient, state: AppState, host_headers: dict[str, str]
+    ) -> None:
+        # Mallory's identity provider says "dana@example.com" but not that it was verified.
+        mallory = replace(DANA, subject="mallory", email_verified=False)
+        require_acknowledgement(state)
+        async with state.db.session() as session:
+            await acknowledge_briefing(session, host=mallory, provider="jitsi")
+
+        response = await client.post("/api/v1/meetings", json=meeting_body(), headers=host_headers)
+
+        assert response.status_code == 403, response.text  # Dana has not read it herself
+        async with state.db.session() as session:
+            rows = await list_acknowledgements(session)
+        assert [(r.subject, r.email) for r in rows] == [("mallory", "")]
 
     async def test_not_checked_when_the_policy_is_off(
         self, client: httpx.AsyncClient, host_headers: dict[str, str]
