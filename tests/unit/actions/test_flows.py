@@ -56,6 +56,24 @@ async def link_events(state: AppState, meeting_id: str) -> list[tuple[str, dict[
         return [(row.action, dict(row.details)) for row in rows]
 
 
+async def host_link(state: AppState, meeting_id: str, action: str) -> tuple[str, str]:
+    """An unused emergency link of Dana's for `meeting_id`, as her invitation carries it:
+    its id and its token."""
+    link_id = str(uuid.uuid4())
+    async with state.db.session() as session:
+        session.add(
+            ActionLink(
+                id=link_id,
+                meeting_id=meeting_id,
+                delivery_id=str(uuid.uuid4()),
+                host_subject="dana",
+                action=action,
+                expires_at=utcnow() + timedelta(hours=2),
+            )
+        )
+    return link_id, ActionLinkSigner.from_cipher(state.cipher).token(link_id)
+
+
 async def test_report_from_the_page_checks_ownership_first(
     client: httpx.AsyncClient,
     browser: httpx.AsyncClient,
@@ -109,19 +127,7 @@ async def test_an_unexpected_error_gives_the_link_back(
 
     state.providers = {"fake": Broken()}
     meeting_id = await running_meeting(client, host_headers)
-    link_id = str(uuid.uuid4())
-    async with state.db.session() as session:
-        session.add(
-            ActionLink(
-                id=link_id,
-                meeting_id=meeting_id,
-                delivery_id=str(uuid.uuid4()),
-                host_subject="dana",
-                action="end",
-                expires_at=utcnow() + timedelta(hours=2),
-            )
-        )
-    token = ActionLinkSigner.from_cipher(state.cipher).token(link_id)
+    link_id, token = await host_link(state, meeting_id, "end")
 
     response = await browser.post(f"/actions/{token}", headers=HOST, data={"csrf_token": CSRF})
 
@@ -143,19 +149,7 @@ async def test_a_rotate_link_of_a_meeting_already_replaced_says_so_and_is_given_
     # The meeting was rotated (by the API, a responder, the page); later the new link
     # leaks and the host clicks "Rotate" in the invitation they have: the old one's.
     old_id = await running_meeting(client, host_headers)
-    link_id = str(uuid.uuid4())
-    async with state.db.session() as session:
-        session.add(
-            ActionLink(
-                id=link_id,
-                meeting_id=old_id,
-                delivery_id=str(uuid.uuid4()),
-                host_subject="dana",
-                action="rotate",
-                expires_at=utcnow() + timedelta(hours=2),
-            )
-        )
-    token = ActionLinkSigner.from_cipher(state.cipher).token(link_id)
+    link_id, token = await host_link(state, old_id, "rotate")
     rotated = await client.post(f"/api/v1/meetings/{old_id}/rotate", headers=host_headers)
     assert rotated.status_code == 201, rotated.text
     created = list(fake.created)
