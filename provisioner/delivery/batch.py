@@ -1,21 +1,23 @@
 """Turn a worker's claimed delivery ids into what each send needs, or retire the row.
 
-Everything is read in four queries for the whole batch, not four per delivery. A row
+Everything is read in three queries for the whole batch, not three per delivery. A row
 that must not go out (its meeting or invitee gone, the message outdated by a later one to
-the same recipient, an invitation to a meeting that is over) is superseded; one that
+the same recipient, an invitation to a meeting that is over: `still_current`, which the
+worker asks again right before each send) is superseded; one that
 cannot (its join details missing, anything in it unreadable) dies alone, with the
 dead-letter alerts queued, so it never holds its batch hostage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, and_, exists, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import aliased
 
 from provisioner.audit.service import record_event
 from provisioner.crypto import FieldCipher
@@ -43,10 +45,6 @@ log = structlog.get_logger(__name__)
 
 Sendable = DeliveryContext | DeadLetterAlert | PrivateNotice
 
-# The newest sequence queued for each recipient of a meeting: (meeting id, invitee id),
-# the host's being the one without an invitee.
-LatestSequences = dict[tuple[str, str | None], int]
-
 
 class BatchLoader:
     """Loads one worker's claimed rows; `count` is told of every row it retires."""
@@ -69,15 +67,15 @@ class BatchLoader:
 
     async def load(self, session: AsyncSession, ids: list[str]) -> list[tuple[Delivery, Sendable]]:
         """The claimed rows still ours, in claim order, each with what its send needs."""
-        deliveries = (
-            await session.scalars(
-                select(Delivery).where(
-                    Delivery.id.in_(ids),
-                    Delivery.status == DeliveryStatus.SENDING,
-                    Delivery.claimed_by == self._worker_id,
-                )
+        rows = await session.execute(
+            select(Delivery, still_current()).where(
+                Delivery.id.in_(ids),
+                Delivery.status == DeliveryStatus.SENDING,
+                Delivery.claimed_by == self._worker_id,
             )
-        ).all()
+        )
+        current = {delivery: bool(is_current) for delivery, is_current in rows}
+        deliveries = list(current)
         meetings = {
             m.id: m
             for m in await session.scalars(
@@ -89,14 +87,14 @@ class BatchLoader:
             i.id: i
             for i in await session.scalars(select(Invitee).where(Invitee.id.in_(invitee_ids)))
         }
-        latest = await _latest_sequences(session, meetings.keys(), invitee_ids)
         loaded: list[tuple[Delivery, Sendable]] = []
         for delivery in sorted(deliveries, key=lambda d: ids.index(d.id)):
             meeting = meetings.get(delivery.meeting_id)
             invitee = invitees.get(delivery.invitee_id) if delivery.invitee_id else None
-            newest = latest.get((delivery.meeting_id, delivery.invitee_id), delivery.sequence)
             try:
-                sendable = await self._sendable(session, delivery, meeting, invitee, newest)
+                sendable = await self._sendable(
+                    session, delivery, meeting, invitee, current=current[delivery]
+                )
             except SQLAlchemyError:
                 # The database failed, not the row: the session is no longer usable, and
                 # the whole batch is claimed again once its lease runs out.
@@ -126,10 +124,11 @@ class BatchLoader:
         delivery: Delivery,
         meeting: Meeting | None,
         invitee: Invitee | None,
-        newest: int,
+        *,
+        current: bool,
     ) -> Sendable | None:
-        """What `delivery` sends; None when it was retired instead. `newest` is the
-        highest sequence queued for the same recipient of the same meeting.
+        """What `delivery` sends; None when it was retired instead. `current` is what
+        `still_current` said of the row when it was loaded.
 
         Raises:
             Whatever reading the row raised (it is then retired by the caller).
@@ -144,10 +143,10 @@ class BatchLoader:
             reason = "the meeting or invitee no longer exists"
             await self.retire(session, delivery, DeliveryStatus.SUPERSEDED, reason)
             return None
-        if _outdated(delivery, meeting, newest):
+        if not current:
             reason = (
-                f"meeting is {meeting.state} at sequence {meeting.sequence}; "
-                f"the newest message to this recipient is at sequence {newest}"
+                f"outdated: a newer message to this recipient, or the meeting is over "
+                f"(it is {meeting.state} at sequence {meeting.sequence})"
             )
             await self.retire(session, delivery, DeliveryStatus.SUPERSEDED, reason)
             return None
@@ -237,40 +236,36 @@ class BatchLoader:
         )
 
 
-async def _latest_sequences(
-    session: AsyncSession, meeting_ids: Iterable[str], invitee_ids: Iterable[str]
-) -> LatestSequences:
-    """The newest sequence queued for these invitees and the hosts of these meetings,
-    whatever became of it; alerts and notices are reports, not messages about the
-    meeting, and do not count."""
-    rows = await session.execute(
-        select(Delivery.meeting_id, Delivery.invitee_id, func.max(Delivery.sequence))
-        .where(
-            Delivery.meeting_id.in_(list(meeting_ids)),
-            Delivery.role.in_((Role.HOST, Role.INVITEE)),
-            # Only the batch's recipients: a large meeting's other invitees are not read.
-            or_(Delivery.invitee_id.in_(list(invitee_ids)), Delivery.invitee_id.is_(None)),
-        )
-        .group_by(Delivery.meeting_id, Delivery.invitee_id)
-    )
-    return {(meeting_id, invitee_id): newest for meeting_id, invitee_id, newest in rows}
-
-
 # Meetings that will not take place (any more): their link must not go out again.
 OVER = (MeetingState.CANCELLED, MeetingState.FAILED, MeetingState.ENDED, MeetingState.ROTATED)
 
 
-def _outdated(delivery: Delivery, meeting: Meeting, newest: int) -> bool:
-    """A message older than the newest one queued for the same recipient must not go out,
-    nor an invitation to a meeting that is over: a cancelled meeting's link would reach
-    people after its CANCEL, a rotated one's after its replacement.
+def still_current() -> ColumnElement[bool]:
+    """Whether a delivery row's message may still go out, as SQL about the row.
 
-    Older only for the same recipient: a change after someone was taken off the meeting
-    queues nothing for them, and their CANCEL must still reach them.
+    Not if a newer message to the same recipient is queued (whatever became of it), nor
+    an invitation to a meeting that is over: a cancelled meeting's link would reach people
+    after its CANCEL, a rotated one's after its replacement. Newer only for the same
+    recipient (an invitee, or the host: no invitee): a change after someone was taken off
+    queues nothing for them, and their CANCEL must still reach them. Alerts and notices
+    report what happened and are always current. One rule for both places it is asked:
+    when a batch is loaded, and again right before each send (worker.py).
     """
-    if delivery.sequence < newest:
-        return True
-    return delivery.method == Method.REQUEST and meeting.state in OVER
+    newer = aliased(Delivery)
+    superseded = exists().where(
+        newer.meeting_id == Delivery.meeting_id,
+        newer.role.in_((Role.HOST, Role.INVITEE)),
+        or_(
+            newer.invitee_id == Delivery.invitee_id,
+            and_(newer.invitee_id.is_(None), Delivery.invitee_id.is_(None)),
+        ),
+        newer.sequence > Delivery.sequence,
+    )
+    over = exists().where(Meeting.id == Delivery.meeting_id, Meeting.state.in_(OVER))
+    return or_(
+        Delivery.role.notin_((Role.HOST, Role.INVITEE)),
+        and_(~superseded, or_(Delivery.method != Method.REQUEST, ~over)),
+    )
 
 
 def _uninvited(method: Method, meeting: Meeting, invitee: Invitee | None) -> bool:

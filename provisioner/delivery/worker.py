@@ -25,9 +25,8 @@ from enum import Enum
 from typing import TYPE_CHECKING
 
 import structlog
-from sqlalchemy import ColumnElement, and_, exists, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from provisioner.audit.service import record_event
 from provisioner.crypto import FieldCipher
@@ -38,10 +37,8 @@ from provisioner.delivery.base import (
     ChannelError,
     DeliveryContext,
     DeliveryReceipt,
-    Method,
-    Role,
 )
-from provisioner.delivery.batch import OVER, BatchLoader, Sendable
+from provisioner.delivery.batch import BatchLoader, Sendable, still_current
 from provisioner.delivery.models import Delivery, DeliveryStatus
 from provisioner.delivery.notices import NOTICE_ROLE
 from provisioner.delivery.outcomes import LogLines, OutcomeRecorder
@@ -259,7 +256,7 @@ class DeliveryWorker:
                     Delivery.id == delivery.id,
                     Delivery.claimed_by == self.worker_id,
                     Delivery.status == DeliveryStatus.SENDING,
-                    _still_current(),
+                    still_current(),
                 )
                 .values(lease_until=now + timedelta(seconds=self._settings.lease_seconds))
             )
@@ -308,26 +305,6 @@ class _Lease(Enum):
     OURS = "ours"  # renewed: send it
     LOST = "lost"  # another worker holds the row now
     OUTDATED = "outdated"  # ours, but a newer message replaces it
-
-
-def _still_current() -> ColumnElement[bool]:
-    """The row's message is the newest to its recipient, and no invitation to a meeting
-    that is over (the rules `batch._outdated` applies at load, checked again at send)."""
-    newer = aliased(Delivery)
-    superseded = exists().where(
-        newer.meeting_id == Delivery.meeting_id,
-        newer.role.in_((Role.HOST, Role.INVITEE)),
-        or_(
-            newer.invitee_id == Delivery.invitee_id,
-            and_(newer.invitee_id.is_(None), Delivery.invitee_id.is_(None)),
-        ),
-        newer.sequence > Delivery.sequence,
-    )
-    over = exists().where(Meeting.id == Delivery.meeting_id, Meeting.state.in_(OVER))
-    return or_(
-        Delivery.role.notin_((Role.HOST, Role.INVITEE)),  # alerts and notices report facts
-        and_(~superseded, or_(Delivery.method != Method.REQUEST, ~over)),
-    )
 
 
 async def _first_of(*events: asyncio.Event) -> None:
