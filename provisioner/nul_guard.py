@@ -59,8 +59,9 @@ class NulGuardMiddleware:
         if field is not None:
             await _refuse(scope, receive, send, field)
             return
-        kind = _body_kind(scope)
-        if kind is None:
+        content_type = _content_type(scope)
+        kind = _body_kind(scope["method"], content_type)
+        if kind is None or content_type is None:
             await self.app(scope, receive, send)
             return
         body = await _read_body(receive)
@@ -68,7 +69,7 @@ class NulGuardMiddleware:
             await _refuse(scope, receive, send, "body", "the body was incomplete")
             return
         if kind == "multipart":
-            field = _in_multipart(body, _content_type(scope) or b"")
+            field = _in_multipart(body, content_type)
         elif kind == "json":
             field = _in_json(body)
         else:
@@ -96,12 +97,9 @@ def _in_urlencoded(data: bytes, *, fallback: str) -> str | None:
     return None
 
 
-def _body_kind(scope: Scope) -> str | None:
-    """ "json", "form", "multipart", or None for a body not looked at."""
-    if scope["method"] in ("GET", "HEAD", "OPTIONS"):
-        return None
-    content_type = _content_type(scope)
-    if content_type is None:
+def _body_kind(method: str, content_type: bytes | None) -> str | None:
+    """Which body is looked at: "json", "form", "multipart", or None."""
+    if method in ("GET", "HEAD", "OPTIONS") or content_type is None:
         return None
     media = content_type.split(b";", 1)[0].strip().lower()
     if media == b"application/json" or media.endswith(b"+json"):
